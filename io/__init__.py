@@ -1,0 +1,1 @@
+"""Sources and sinks: WAT readers, shard writers, and the coordinator ledger."""

@@ -1,0 +1,1 @@
+"""Runnable pipelines (the dataset build, the offline demo) and the command line."""

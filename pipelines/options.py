@@ -1,0 +1,228 @@
+"""Command-line options, one ``PipelineOptions`` subclass per concern, and their validation.
+
+Transforms never see these classes: ``resolve_config`` turns them into the plain config
+dataclasses of each stage, whose constructors check bounds, before any graph is built.
+Beam's own options (``--runner``, ``--direct_num_workers``, ...) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from clipcrawl.io.shard_writer import WriterConfig
+from clipcrawl.transforms.clip_scoring import ClipConfig
+from clipcrawl.transforms.download import DownloadConfig
+from clipcrawl.transforms.filters import FilterConfig
+
+_DOWNLOAD_DEFAULTS = DownloadConfig()
+_CLIP_DEFAULTS = ClipConfig()
+_FILTER_DEFAULTS = FilterConfig()
+
+
+class OptionsError(ValueError):
+    """A bad option value; the message names the flag and the accepted range."""
+
+
+class InputOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        group = parser.add_argument_group("input")
+        group.add_argument(
+            "--input",
+            action="append",
+            default=[],
+            help="WAT file: path, glob or fsspec URL (s3://, gs://, https://). Repeatable.",
+        )
+        group.add_argument(
+            "--input_manifest",
+            default=None,
+            help="Common Crawl wat.paths(.gz) manifest; its paths are joined onto --input_base_url.",
+        )
+        group.add_argument(
+            "--input_base_url",
+            default=None,
+            help="Root the manifest paths are relative to, e.g. s3://commoncrawl/ or a local mirror.",
+        )
+        group.add_argument("--limit", type=int, default=None, help="Process at most this many shards in this run.")
+
+
+class FilterOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        group = parser.add_argument_group("caption and url filters")
+        group.add_argument("--min_caption_chars", type=int, default=_FILTER_DEFAULTS.min_caption_chars,
+                           help="Shortest caption kept, after cleanup (LAION-5B: 5).")
+        group.add_argument("--max_caption_chars", type=int, default=_FILTER_DEFAULTS.max_caption_chars,
+                           help="Longest caption kept (LAION-5B: 2000).")
+        group.add_argument("--max_url_chars", type=int, default=_FILTER_DEFAULTS.max_url_chars,
+                           help="Longest image URL kept (LAION-5B: 2000).")
+
+
+class DownloadOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        d = _DOWNLOAD_DEFAULTS
+        group = parser.add_argument_group("download and resize")
+        group.add_argument("--image_size", type=int, default=d.image_size, help="Target side in pixels.")
+        group.add_argument("--resize_mode", default=d.resize_mode,
+                           choices=["no", "keep_ratio", "center_crop", "border"],
+                           help="How images are resized (img2dataset's modes).")
+        group.add_argument("--resize_only_if_bigger", action="store_true", help="Never upscale.")
+        group.add_argument("--encode_format", default=d.encode_format, choices=["jpg", "png", "webp"],
+                           help="Format of the stored images.")
+        group.add_argument("--encode_quality", type=int, default=d.encode_quality, help="JPEG/WebP quality 1-100.")
+        group.add_argument("--min_image_size", type=int, default=d.min_image_size,
+                           help="Images whose smaller side is below this are too_small.")
+        group.add_argument("--max_image_pixels", type=int, default=d.max_image_pixels,
+                           help="Images with more pixels are too_large (decompression-bomb guard).")
+        group.add_argument("--max_image_bytes", type=int, default=d.max_bytes, help="Byte cap per download.")
+        group.add_argument("--connect_timeout", type=float, default=d.connect_timeout, help="Seconds.")
+        group.add_argument("--read_timeout", type=float, default=d.read_timeout, help="Seconds between bytes.")
+        group.add_argument("--total_timeout", type=float, default=d.total_timeout, help="Seconds per request, all in.")
+        group.add_argument("--max_redirects", type=int, default=d.max_redirects, help="Redirects followed per image.")
+        group.add_argument("--download_threads", type=int, default=d.threads,
+                           help="Concurrent downloads per worker process.")
+        group.add_argument("--user_agent", default=d.user_agent, help="User-Agent sent with every request.")
+        group.add_argument("--allow_private_addresses", action="store_true",
+                           help="Allow downloads from loopback/private addresses (tests and the demo only).")
+        group.add_argument("--ignore_x_robots_tag", action="store_true",
+                           help="Do not honour X-Robots-Tag noai/noimageai.")
+
+
+class ClipOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        c = _CLIP_DEFAULTS
+        group = parser.add_argument_group("CLIP scoring")
+        group.add_argument("--clip_model", default=c.model_name,
+                           help="open_clip model name, or clipcrawl-tiny (the bundled offline model).")
+        group.add_argument("--clip_pretrained", default=c.pretrained,
+                           help="open_clip pretrained tag (openai, laion2b_s34b_b79k, ...) or a checkpoint path.")
+        group.add_argument("--clip_threshold", type=float, default=c.threshold,
+                           help="Keep pairs whose cosine similarity is at least this (LAION-5B: 0.28).")
+        group.add_argument("--clip_batch_size", type=int, default=c.max_batch_size, help="Largest inference batch.")
+        group.add_argument("--clip_device", default=c.device, help="auto (cuda when present), cpu, cuda, cuda:N.")
+        group.add_argument("--clip_precision", default=c.precision, choices=["fp32", "fp16", "bf16"],
+                           help="Model precision.")
+
+
+class OutputOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        group = parser.add_argument_group("output and coordinator")
+        group.add_argument("--output", default=None, help="Output directory or fsspec URL (required).")
+        group.add_argument("--samples_per_part", type=int, default=10_000, help="Samples per tar part.")
+        group.add_argument(
+            "--coordinator",
+            default=None,
+            help="SQLAlchemy URL of the shard ledger; default sqlite:///<output>/clipcrawl.sqlite.",
+        )
+        group.add_argument("--force", action="store_true", help="Redo shards that are already done.")
+        group.add_argument("--nickname", default=os.environ.get("USER", "anonymous"),
+                           help="Name recorded as the worker of the shards this run takes.")
+
+
+OPTION_GROUPS = (InputOptions, FilterOptions, DownloadOptions, ClipOptions, OutputOptions)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs, validated, as plain values."""
+
+    inputs: tuple[str, ...]
+    input_manifest: str | None
+    input_base_url: str | None
+    limit: int | None
+    force: bool
+    nickname: str
+    filters: FilterConfig
+    download: DownloadConfig
+    clip: ClipConfig
+    writer: WriterConfig
+
+
+def default_coordinator_url(output: str) -> str:
+    if "://" in output and not output.startswith("file://"):
+        raise OptionsError(f"--output {output} is not local: give --coordinator (e.g. postgresql+psycopg://...)")
+    local = os.path.abspath(output.removeprefix("file://"))
+    return f"sqlite:///{os.path.join(local, 'clipcrawl.sqlite')}"
+
+
+def resolve_config(options: PipelineOptions) -> RunConfig:
+    """Validate every option and build the stage configs; OptionsError names the bad flag."""
+    inputs = options.view_as(InputOptions)
+    output = options.view_as(OutputOptions)
+    if not inputs.input and not inputs.input_manifest:
+        raise OptionsError("give at least one --input (path, glob or URL) or an --input_manifest")
+    if inputs.input_manifest and not inputs.input_base_url:
+        raise OptionsError("--input_manifest needs --input_base_url (e.g. s3://commoncrawl/)")
+    if inputs.limit is not None and inputs.limit < 1:
+        raise OptionsError(f"--limit must be >= 1, got {inputs.limit}")
+    if not output.output:
+        raise OptionsError("--output is required")
+    try:
+        return RunConfig(
+            inputs=tuple(inputs.input),
+            input_manifest=inputs.input_manifest,
+            input_base_url=inputs.input_base_url,
+            limit=inputs.limit,
+            force=output.force,
+            nickname=output.nickname,
+            filters=_filter_config(options.view_as(FilterOptions)),
+            download=_download_config(options.view_as(DownloadOptions)),
+            clip=_clip_config(options.view_as(ClipOptions)),
+            writer=WriterConfig(
+                output_dir=output.output,
+                coordinator_url=output.coordinator or default_coordinator_url(output.output),
+                samples_per_part=output.samples_per_part,
+            ),
+        )
+    except ValueError as error:
+        if isinstance(error, OptionsError):
+            raise
+        raise OptionsError(str(error)) from error
+
+
+def _filter_config(o: FilterOptions) -> FilterConfig:
+    return FilterConfig(
+        min_caption_chars=o.min_caption_chars,
+        max_caption_chars=o.max_caption_chars,
+        max_url_chars=o.max_url_chars,
+    )
+
+
+def _download_config(o: DownloadOptions) -> DownloadConfig:
+    return DownloadConfig(
+        image_size=o.image_size,
+        resize_mode=o.resize_mode,
+        resize_only_if_bigger=o.resize_only_if_bigger,
+        encode_format=o.encode_format,
+        encode_quality=o.encode_quality,
+        min_image_size=o.min_image_size,
+        max_image_pixels=o.max_image_pixels,
+        max_bytes=o.max_image_bytes,
+        connect_timeout=o.connect_timeout,
+        read_timeout=o.read_timeout,
+        total_timeout=o.total_timeout,
+        max_redirects=o.max_redirects,
+        threads=o.download_threads,
+        user_agent=o.user_agent,
+        allow_private_addresses=o.allow_private_addresses,
+        respect_x_robots_tag=not o.ignore_x_robots_tag,
+    )
+
+
+def _clip_config(o: ClipOptions) -> ClipConfig:
+    if not -1.0 <= o.clip_threshold <= 1.0:
+        raise OptionsError(f"--clip_threshold must be within [-1, 1] (a cosine), got {o.clip_threshold}")
+    return ClipConfig(
+        model_name=o.clip_model,
+        pretrained=o.clip_pretrained,
+        threshold=o.clip_threshold,
+        max_batch_size=o.clip_batch_size,
+        device=o.clip_device,
+        precision=o.clip_precision,
+    )

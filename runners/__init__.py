@@ -1,0 +1,1 @@
+"""Runner presets: each module only builds pipeline arguments for one runner."""

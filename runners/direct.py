@@ -1,0 +1,30 @@
+"""Local preset: Beam's portable direct engine, in one process or several.
+
+Beam's ``DirectRunner`` first tries to download the Prism runner binary and falls back to
+its ``FnApiRunner`` engine when that fails; naming ``FnApiRunner`` skips the download (and
+the delay offline) and runs the same engine. It honours ``--direct_running_mode`` and
+``--direct_num_workers``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+RUNNER = "FnApiRunner"
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
+
+
+def preset_args(argv: Sequence[str] = (), workers: int | None = None) -> list[str]:
+    """Runner arguments, leaving alone any direct-runner flag the user already gave."""
+    given = {arg.split("=", 1)[0] for arg in argv}
+    args = [f"--runner={RUNNER}"]
+    if "--direct_running_mode" not in given:
+        args.append("--direct_running_mode=multi_processing")
+    if "--direct_num_workers" not in given:
+        args.append(f"--direct_num_workers={workers or default_workers()}")
+    return args

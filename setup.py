@@ -1,0 +1,40 @@
+"""Installs the four code folders as one import package, ``clipcrawl``.
+
+A top-level ``io`` package cannot be imported (Python's own ``io`` is loaded first), so the
+folders are mapped under the ``clipcrawl`` namespace: ``io/`` becomes ``clipcrawl.io`` and so
+on. The root package itself (version, ``python -m clipcrawl``) lives in ``pipelines/_root``.
+The same mapping serves ``pip install .``, ``pip install -e .`` and Dataflow's
+``--setup_file ./setup.py`` staging.
+"""
+
+from setuptools import setup
+
+LAYERS = ("io", "transforms", "pipelines", "runners")
+
+setup(
+    name="clipcrawl",
+    version="0.1.0",
+    description="Apache Beam pipeline: Common Crawl WAT -> CLIP-filtered image-text dataset",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["clipcrawl", *(f"clipcrawl.{layer}" for layer in LAYERS)],
+    package_dir={"clipcrawl": "pipelines/_root", **{f"clipcrawl.{layer}": layer for layer in LAYERS}},
+    package_data={"clipcrawl.transforms": ["assets/*"]},
+    install_requires=[
+        "apache-beam>=2.60,<3",
+        "pyarrow>=14",
+        "warcio>=1.7",
+        "requests>=2.31",
+        "fsspec>=2023.1",
+        "Pillow>=10",
+        "numpy>=1.24",
+        "SQLAlchemy>=2.0",
+        "webdataset>=0.2.86",
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "open_clip_torch>=2.24",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["clipcrawl=clipcrawl.pipelines.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""Composite PTransforms and the pure per-record functions behind them."""

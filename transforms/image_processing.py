@@ -1,0 +1,215 @@
+"""Decode, check, resize and re-encode one downloaded image: pure Pillow, no I/O.
+
+Resize modes follow img2dataset so its users get the sizes they expect. Everything that
+can reject an image raises ``ImageError`` carrying the final ``Status``; the download stage
+turns it into a rejected row in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import io
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
+
+from clipcrawl.transforms.status import Status
+
+# Raster formats web pages serve. Pillow's other plugins (EPS runs Ghostscript, exotic
+# scientific formats) are attack surface with no value for a web image dataset.
+DECODE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF", "ICO")
+
+# encode_format -> (Pillow format name, save keyword that encode_quality sets, its range)
+ENCODINGS: dict[str, tuple[str, str, range]] = {
+    "jpg": ("JPEG", "quality", range(0, 101)),
+    "webp": ("WEBP", "quality", range(0, 101)),
+    "png": ("PNG", "compress_level", range(0, 10)),  # as in img2dataset: a compression level
+}
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_SIDE_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF transpose/rotate by 90 degrees
+
+
+class ResizeMode(enum.StrEnum):
+    """img2dataset's resize modes (``keep_ratio_largest`` is not offered)."""
+
+    NO = "no"  # keep the decoded size
+    KEEP_RATIO = "keep_ratio"  # smallest side becomes image_size
+    CENTER_CROP = "center_crop"  # smallest side to image_size, then a centred square crop
+    BORDER = "border"  # largest side to image_size, then black padding to a square
+
+
+class ImageError(Exception):
+    """The image cannot be kept; ``status`` is the final status of its row."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    """What a stored image must look like; validated so a bad flag fails before the run."""
+
+    image_size: int = 256
+    resize_mode: str = ResizeMode.BORDER.value
+    resize_only_if_bigger: bool = False
+    encode_format: str = "jpg"
+    encode_quality: int = 95
+    min_image_size: int = 10
+    max_image_pixels: int = 89_478_485
+
+    def __post_init__(self) -> None:
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be at least 1, got {self.image_size}")
+        if self.resize_mode not in set(ResizeMode):
+            choices = ", ".join(m.value for m in ResizeMode)
+            raise ValueError(f"resize_mode must be one of {choices}; got {self.resize_mode!r}")
+        if self.encode_format not in ENCODINGS:
+            raise ValueError(f"encode_format must be one of {', '.join(ENCODINGS)}; got {self.encode_format!r}")
+        _, keyword, allowed = ENCODINGS[self.encode_format]
+        if self.encode_quality not in allowed:
+            raise ValueError(
+                f"encode_quality for {self.encode_format} is a {keyword} from {allowed.start} to "
+                f"{allowed.stop - 1}; got {self.encode_quality}"
+            )
+        if self.min_image_size < 0:
+            raise ValueError(f"min_image_size must be >= 0, got {self.min_image_size}")
+        if self.max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be at least 1, got {self.max_image_pixels}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessedImage:
+    """The stored bytes and the facts the parquet row records about them."""
+
+    data: bytes = dataclasses.field(repr=False)
+    format: str  # the encode_format: jpg, png or webp
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+    sha256: str  # hex digest of ``data``, the bytes that go into the tar
+
+
+def process_image(data: bytes, spec: ImageSpec) -> ProcessedImage:
+    """Downloaded bytes -> stored image, or ``ImageError`` with the reason it is not kept."""
+    image = open_image(data, spec.max_image_pixels)
+    raw_size = image.size
+    if min(raw_size) < spec.min_image_size:
+        raise ImageError(
+            Status.TOO_SMALL, f"{raw_size[0]}x{raw_size[1]} is below min_image_size {spec.min_image_size}"
+        )
+    draft_target = target_size(raw_size, spec)
+    if draft_target is not None and image.format in ("JPEG", "MPO"):
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale; draft never goes below the target.
+        image.draft(image.mode, draft_target)
+    loaded, swapped = decode_rgb(image)
+    original = raw_size[::-1] if swapped else raw_size  # the row records displayed sizes
+    resized = resize(loaded, original, spec)
+    stored = encode(resized, spec.encode_format, spec.encode_quality)
+    return ProcessedImage(
+        data=stored,
+        format=spec.encode_format,
+        width=resized.width,
+        height=resized.height,
+        original_width=original[0],
+        original_height=original[1],
+        sha256=hashlib.sha256(stored).hexdigest(),
+    )
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Read only the header, and refuse oversized images before any pixel is decoded."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=DECODE_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(Status.TOO_LARGE, str(exc)) from exc
+    except Exception as exc:  # Pillow raises many types for hostile bytes
+        raise ImageError(Status.FAILED_TO_DECODE, f"{type(exc).__name__}: {exc}") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            Status.TOO_LARGE, f"{width}x{height} is {width * height} pixels, over max_image_pixels {max_pixels}"
+        )
+    return image
+
+
+def decode_rgb(image: Image.Image) -> tuple[Image.Image, bool]:
+    """Decode the first frame, apply EXIF orientation, and convert to 8-bit RGB.
+
+    Also says whether the orientation turned the image by 90 degrees (swapping its sides).
+    """
+    try:
+        image.load()
+        swapped = image.getexif().get(ExifTags.Base.Orientation, 1) in _SIDE_SWAPPING_ORIENTATIONS
+        return to_rgb(ImageOps.exif_transpose(image)), swapped
+    except Exception as exc:  # truncated data surfaces here, as OSError, SyntaxError, ...
+        raise ImageError(Status.FAILED_TO_DECODE, f"{type(exc).__name__}: {exc}") from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB the way a viewer shows it: transparency over white, 16-bit scaled, not clipped."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        return _to_8bit(image).convert("RGB")
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Pillow's own conversion clips 16-bit values at 255, which turns most images white."""
+    values = np.asarray(image).astype(np.float64)
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = values / 257.0
+    elif values.size and values.max() > 255:
+        values = values * (255.0 / values.max())
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
+def target_size(size: tuple[int, int], spec: ImageSpec) -> tuple[int, int] | None:
+    """The size before any crop or padding, or None when the image keeps its size.
+
+    Symmetric in width and height, so it serves both the raw and the EXIF-rotated size.
+    """
+    if spec.resize_mode == ResizeMode.NO:
+        return None
+    width, height = size
+    side = max(size) if spec.resize_mode == ResizeMode.BORDER else min(size)
+    if spec.resize_only_if_bigger and side <= spec.image_size:
+        return None
+    scale = spec.image_size / side
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize(image: Image.Image, original: tuple[int, int], spec: ImageSpec) -> Image.Image:
+    """Apply the resize mode; sizes come from ``original`` so draft decoding cannot shift them."""
+    target = target_size(original, spec)
+    if target is None:
+        return image
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    side = spec.image_size
+    if spec.resize_mode == ResizeMode.CENTER_CROP:
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        return image.crop((left, top, left + side, top + side))
+    if spec.resize_mode == ResizeMode.BORDER:
+        square = Image.new("RGB", (side, side), (0, 0, 0))
+        square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+        return square
+    return image
+
+
+def encode(image: Image.Image, encode_format: str, quality: int) -> bytes:
+    """Re-encode; metadata (EXIF, ICC) is not carried over into the stored bytes."""
+    pillow_format, keyword, _ = ENCODINGS[encode_format]
+    buffer = io.BytesIO()
+    image.save(buffer, pillow_format, **{keyword: quality})
+    return buffer.getvalue()

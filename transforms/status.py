@@ -1,0 +1,29 @@
+"""The closed set of per-candidate statuses written to every parquet row.
+
+A failed or rejected candidate is data, not an exception: each candidate ends with exactly
+one of the final statuses below, and ``error_message`` says why when it is not ``success``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.StrEnum):
+    """Final statuses, plus ``PENDING`` for rows still moving through the pipeline."""
+
+    PENDING = "pending"  # internal only: never written
+    SUCCESS = "success"  # downloaded, scored at or above the threshold, in a tar
+    FILTERED_TEXT = "filtered_text"  # caption failed the text rules (length bounds)
+    FILTERED_URL = "filtered_url"  # URL failed the URL rules (length, extension)
+    DUPLICATE = "duplicate"  # same (url, caption) as an earlier candidate of the shard
+    BLOCKED_ADDRESS = "blocked_address"  # host resolves to a non-public address
+    DISALLOWED_HEADER = "disallowed_header"  # X-Robots-Tag opts the image out of AI use
+    FAILED_TO_DOWNLOAD = "failed_to_download"  # network error, HTTP error, size cap
+    FAILED_TO_DECODE = "failed_to_decode"  # bytes are not an image Pillow can read
+    TOO_SMALL = "too_small"  # below the minimum image side
+    TOO_LARGE = "too_large"  # above the pixel limit (decompression-bomb guard)
+    BELOW_THRESHOLD = "below_threshold"  # CLIP similarity under the threshold
+
+
+FINAL_STATUSES: frozenset[str] = frozenset(s.value for s in Status if s is not Status.PENDING)
