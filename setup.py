@@ -35,6 +35,6 @@ setup(
         "torchvision>=0.16",
         "open_clip_torch>=2.24",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "setuptools>=64"]},
     entry_points={"console_scripts": ["clipcrawl=clipcrawl.pipelines.cli:main"]},
 )

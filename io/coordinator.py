@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -76,6 +77,9 @@ class Coordinator:
         self.url = url
         self._engine = sa.create_engine(url, future=True)
         if self._engine.dialect.name == "sqlite":
+            database = self._engine.url.database
+            if database and database != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         _METADATA.create_all(self._engine)
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import apache_beam as beam
 import fsspec
-import webdataset
 from fsspec.core import url_to_fs
 
 from clipcrawl.io import parquet
@@ -120,6 +119,8 @@ def write_shard(config: WriterConfig, shard_no: int, uri: str, samples: Sequence
 
 
 def _write_tar(samples: Sequence[Sample], sink: Any) -> None:
+    import webdataset  # imports torch: keep it off the CLI's import path
+
     writer = webdataset.TarWriter(sink, mtime=_TAR_MTIME, encoder=False)
     for sample in samples:
         writer.write(

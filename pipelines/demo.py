@@ -64,8 +64,8 @@ def _image_links(server: ImageServer, shard: int, rng: random.Random) -> tuple[l
         server.add(path, Route(body=_encode(example.image, pil_format), content_type=content_type))
         mismatched = index % 3 == 2
         caption = _wrong_caption(example.shape, example.colour, rng) if mismatched else example.caption
-        # Relative src, resolved against the page URL like a real page's.
-        written.append(ImageLink(src=f"../images/{shard}-{index:03d}.{extension}", alt=caption))
+        # Relative src (pages live in /site/{shard}/), resolved against the page URL like a real page's.
+        written.append(ImageLink(src=f"../../images/{shard}-{index:03d}.{extension}", alt=caption))
         expected.append(DemoLink(server.url(path), caption, "mismatch" if mismatched else "match"))
     return written, expected
 

@@ -7,12 +7,13 @@ oversized bodies, opt-out headers. Stdlib only; it serves from a daemon thread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.server
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 
 Headers = Mapping[str, str] | Sequence[tuple[str, str]]  # pairs allow a header to repeat
@@ -35,13 +36,23 @@ class Route:
 NOT_FOUND = Route(status=404, body=b"not found", content_type="text/plain")
 
 
+@dataclasses.dataclass(frozen=True)
+class SeenRequest:
+    """A request as received: lets a test check what the client sent, or that it never came."""
+
+    path: str
+    headers: Mapping[str, str]
+
+
 class ImageServer:
     """``with ImageServer({"/a.jpg": Route(body=...)}) as server: server.url("/a.jpg")``."""
 
     def __init__(self, routes: Mapping[str, Route] | None = None) -> None:
         self._routes: dict[str, Route] = dict(routes or {})
         self._lock = threading.Lock()
-        self._requested: list[str] = []
+        self._seen: list[SeenRequest] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
         self._httpd: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -58,15 +69,32 @@ class ImageServer:
         return f"http://127.0.0.1:{self.port}{path if path.startswith('/') else '/' + path}"
 
     @property
-    def requested(self) -> list[str]:
-        """Paths requested so far, in order: lets a test prove a request never happened."""
+    def seen(self) -> list[SeenRequest]:
+        """Requests received so far, in arrival order."""
         with self._lock:
-            return list(self._requested)
+            return list(self._seen)
 
-    def route_for(self, path: str) -> Route:
+    @property
+    def requested(self) -> list[str]:
+        return [request.path for request in self.seen]
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests that were being answered at once (shows client concurrency)."""
         with self._lock:
-            self._requested.append(path)
-        return self._routes.get(urllib.parse.urlsplit(path).path, NOT_FOUND)
+            return self._max_in_flight
+
+    @contextlib.contextmanager
+    def _answering(self, path: str, headers: Mapping[str, str]) -> Iterator[Route]:
+        with self._lock:
+            self._seen.append(SeenRequest(path, dict(headers)))
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            yield self._routes.get(urllib.parse.urlsplit(path).path, NOT_FOUND)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def __enter__(self) -> "ImageServer":
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
@@ -103,11 +131,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"  # one request per connection; bodies may end at close
 
     def do_GET(self) -> None:  # noqa: N802 (the stdlib's naming)
-        route = self.server.image_server.route_for(self.path)
-        try:
-            self._answer(route)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout, size cap): expected
+        with self.server.image_server._answering(self.path, self.headers) as route:
+            try:
+                self._answer(route)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout, size cap): expected
 
     def _answer(self, route: Route) -> None:
         if route.delay_seconds:

@@ -16,6 +16,7 @@ from clipcrawl.io.shard_writer import WriterConfig
 from clipcrawl.transforms.clip_scoring import ClipConfig
 from clipcrawl.transforms.download import DownloadConfig
 from clipcrawl.transforms.filters import FilterConfig
+from clipcrawl.transforms.image_processing import DEFAULT_QUALITY
 
 _DOWNLOAD_DEFAULTS = DownloadConfig()
 _CLIP_DEFAULTS = ClipConfig()
@@ -73,7 +74,8 @@ class DownloadOptions(PipelineOptions):
         group.add_argument("--resize_only_if_bigger", action="store_true", help="Never upscale.")
         group.add_argument("--encode_format", default=d.encode_format, choices=["jpg", "png", "webp"],
                            help="Format of the stored images.")
-        group.add_argument("--encode_quality", type=int, default=d.encode_quality, help="JPEG/WebP quality 1-100.")
+        group.add_argument("--encode_quality", type=int, default=None,
+                           help="JPEG/WebP quality 0-100 (default 95); PNG compression level 0-9 (default 6).")
         group.add_argument("--min_image_size", type=int, default=d.min_image_size,
                            help="Images whose smaller side is below this are too_small.")
         group.add_argument("--max_image_pixels", type=int, default=d.max_image_pixels,
@@ -85,7 +87,8 @@ class DownloadOptions(PipelineOptions):
         group.add_argument("--max_redirects", type=int, default=d.max_redirects, help="Redirects followed per image.")
         group.add_argument("--download_threads", type=int, default=d.threads,
                            help="Concurrent downloads per worker process.")
-        group.add_argument("--user_agent", default=d.user_agent, help="User-Agent sent with every request.")
+        group.add_argument("--download_user_agent", default=d.user_agent,
+                           help="User-Agent sent with every image request (honest, with a contact URL).")
         group.add_argument("--allow_private_addresses", action="store_true",
                            help="Allow downloads from loopback/private addresses (tests and the demo only).")
         group.add_argument("--ignore_x_robots_tag", action="store_true",
@@ -200,7 +203,7 @@ def _download_config(o: DownloadOptions) -> DownloadConfig:
         resize_mode=o.resize_mode,
         resize_only_if_bigger=o.resize_only_if_bigger,
         encode_format=o.encode_format,
-        encode_quality=o.encode_quality,
+        encode_quality=DEFAULT_QUALITY[o.encode_format] if o.encode_quality is None else o.encode_quality,
         min_image_size=o.min_image_size,
         max_image_pixels=o.max_image_pixels,
         max_bytes=o.max_image_bytes,
@@ -209,7 +212,7 @@ def _download_config(o: DownloadOptions) -> DownloadConfig:
         total_timeout=o.total_timeout,
         max_redirects=o.max_redirects,
         threads=o.download_threads,
-        user_agent=o.user_agent,
+        user_agent=o.download_user_agent,
         allow_private_addresses=o.allow_private_addresses,
         respect_x_robots_tag=not o.ignore_x_robots_tag,
     )

@@ -35,6 +35,7 @@ DEFAULT_SIZE_RANGE: tuple[int, int] = (48, 112)  # side of the square canvas, in
 _SUPERSAMPLE = 2  # draw at 2x and downsample: smooth edges, like a real photo's
 _COLOUR_JITTER = 14
 _MAX_ROTATION_DEGREES = 20.0
+_RADIUS_RANGE = (0.25, 0.42)  # shape radius relative to the canvas side
 
 
 class ShapeExample(NamedTuple):
@@ -65,7 +66,7 @@ def render_shape(shape: str, colour: str, size: int, rng: random.Random) -> Imag
         raise ValueError(f"size {size} is too small to draw a shape")
     side = size * _SUPERSAMPLE
     canvas = Image.new("RGB", (side, side), _background(rng))
-    radius = side * rng.uniform(0.18, 0.38)
+    radius = side * rng.uniform(*_RADIUS_RANGE)
     margin = radius * 1.05
     centre = (rng.uniform(margin, side - margin), rng.uniform(margin, side - margin))
     rotation = math.radians(rng.uniform(-_MAX_ROTATION_DEGREES, _MAX_ROTATION_DEGREES))

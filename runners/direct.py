@@ -21,10 +21,13 @@ def default_workers() -> int:
 
 def preset_args(argv: Sequence[str] = (), workers: int | None = None) -> list[str]:
     """Runner arguments, leaving alone any direct-runner flag the user already gave."""
-    given = {arg.split("=", 1)[0] for arg in argv}
+    given = dict(arg.split("=", 1) if "=" in arg else (arg, "") for arg in argv)
     args = [f"--runner={RUNNER}"]
-    if "--direct_running_mode" not in given:
-        args.append("--direct_running_mode=multi_processing")
+    mode = given.get("--direct_running_mode")
+    if mode is None:
+        mode = "multi_processing"
+        args.append(f"--direct_running_mode={mode}")
     if "--direct_num_workers" not in given:
-        args.append(f"--direct_num_workers={workers or default_workers()}")
+        count = 1 if mode == "in_memory" else workers or default_workers()
+        args.append(f"--direct_num_workers={count}")
     return args

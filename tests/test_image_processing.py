@@ -6,6 +6,7 @@ import hashlib
 import io
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -125,7 +126,7 @@ def _transparent_red_square() -> Image.Image:
         pytest.param(lambda: encoded(_transparent_red_square().convert("P")), id="palette-with-transparency"),
     ],
 )
-def test_transparency_becomes_white(make) -> None:
+def test_transparency_becomes_white(make: Callable[[], bytes]) -> None:
     image = stored(process_image(make(), spec(resize_mode="no")).data)
     assert image.mode == "RGB"
     assert image.getpixel((5, 20)) == (255, 255, 255)
@@ -136,7 +137,8 @@ def test_palette_cmyk_and_grey_inputs_decode_to_rgb() -> None:
     palette = Image.new("RGB", (30, 30), (0, 0, 255)).convert("P", palette=Image.Palette.ADAPTIVE)
     cmyk = Image.new("CMYK", (30, 30), (0, 255, 255, 0))  # pure red in CMYK
     grey = Image.new("L", (30, 30), 128)
-    for source, fmt, expected in [(palette, "GIF", (0, 0, 255)), (cmyk, "JPEG", (255, 0, 0)), (grey, "PNG", (128,) * 3)]:
+    cases = [(palette, "GIF", (0, 0, 255)), (cmyk, "JPEG", (255, 0, 0)), (grey, "PNG", (128, 128, 128))]
+    for source, fmt, expected in cases:
         image = stored(process_image(encoded(source, fmt), spec(resize_mode="no")).data)
         assert image.mode == "RGB"
         assert all(abs(a - b) <= 3 for a, b in zip(image.getpixel((15, 15)), expected)), (fmt, image.getpixel((15, 15)))
@@ -205,7 +207,9 @@ def test_tiny_image_is_too_small() -> None:
     assert process_image(encoded(Image.new("RGB", (10, 10))), spec(min_image_size=10)).original_width == 10
 
 
-@pytest.mark.parametrize(("fmt", "quality", "magic"), [("jpg", 90, b"\xff\xd8"), ("png", 6, b"\x89PNG"), ("webp", 80, b"RIFF")])
+@pytest.mark.parametrize(
+    ("fmt", "quality", "magic"), [("jpg", 90, b"\xff\xd8"), ("png", 6, b"\x89PNG"), ("webp", 80, b"RIFF")]
+)
 def test_encoding_and_sha256_of_the_stored_bytes(fmt: str, quality: int, magic: bytes) -> None:
     result = process_image(WHITE_400x200, spec(encode_format=fmt, encode_quality=quality))
     assert result.format == fmt

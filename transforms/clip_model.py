@@ -84,8 +84,9 @@ def load_clip(
 
     ``pretrained`` is an open_clip tag (``"openai"``: hub cache or download), a local
     checkpoint path, or None / ``""`` for random weights. ``clipcrawl-tiny`` is the
-    exception: None / ``""`` mean its packaged checkpoint (it has no random-weights use and
-    no tags), a path means a retrained checkpoint of the same architecture.
+    exception: a path means a retrained checkpoint of the same architecture, anything else
+    (None, ``""``, or a tag such as the ``openai`` default, which it has no weights for)
+    means its packaged checkpoint.
     """
     import open_clip
 
@@ -108,12 +109,9 @@ def load_clip(
 def _create_tiny(pretrained: str | None, device: str, precision: str) -> tuple[Any, Callable[[Any], Any]]:
     import open_clip
 
-    if pretrained and not os.path.isfile(pretrained):
-        raise ValueError(
-            f"{TINY_MODEL_NAME} has no pretrained tags; pass pretrained=None for the packaged "
-            f"checkpoint or the path of a checkpoint file (got {pretrained!r})"
-        )
-    if pretrained:
+    if pretrained and not os.path.isfile(pretrained) and _looks_like_path(pretrained):
+        raise FileNotFoundError(f"{TINY_MODEL_NAME} checkpoint not found: {pretrained}")
+    if pretrained and os.path.isfile(pretrained):
         model, _, preprocess = open_clip.create_model_and_transforms(
             TINY_MODEL_NAME, pretrained=pretrained, device=device, precision=precision
         )
@@ -123,12 +121,18 @@ def _create_tiny(pretrained: str | None, device: str, precision: str) -> tuple[A
         raise FileNotFoundError(
             f"packaged {TINY_CHECKPOINT_FILE} is missing; run python -m clipcrawl.pipelines.train_tiny_clip"
         )
+    if pretrained:
+        _LOG.info("%s has no pretrained tag %r; using its packaged weights", TINY_MODEL_NAME, pretrained)
     with importlib.resources.as_file(resource) as path:
         # The file holds fp16 tensors; load_state_dict casts them into the fp32 parameters.
         model, _, preprocess = open_clip.create_model_and_transforms(
             TINY_MODEL_NAME, pretrained=str(path), device=device, precision=precision
         )
     return model, preprocess
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or "/" in value or value.endswith((".pt", ".pth", ".bin", ".safetensors", ".npz"))
 
 
 def cosine_similarities(image_features: "torch.Tensor", text_features: "torch.Tensor") -> "torch.Tensor":

@@ -88,7 +88,8 @@ class DownloadConfig:
     @property
     def user_agent_token(self) -> str:
         """The product token X-Robots-Tag lines address us by: ``clipcrawl``."""
-        return self.user_agent.split("/", 1)[0].split()[0].lower()
+        words = self.user_agent.split("/", 1)[0].split()
+        return words[0].lower() if words else ""
 
 
 class FetchError(Exception):
@@ -112,6 +113,8 @@ class FetchFacts:
 
 @dataclasses.dataclass(frozen=True)
 class FetchResult:
+    """The body of the final response and the facts of the whole fetch."""
+
     body: bytes = dataclasses.field(repr=False)
     facts: FetchFacts
 

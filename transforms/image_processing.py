@@ -13,7 +13,7 @@ import hashlib
 import io
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from clipcrawl.transforms.status import Status
 
@@ -27,6 +27,8 @@ ENCODINGS: dict[str, tuple[str, str, range]] = {
     "webp": ("WEBP", "quality", range(0, 101)),
     "png": ("PNG", "compress_level", range(0, 10)),  # as in img2dataset: a compression level
 }
+# encode_quality when none is given: img2dataset's 95 for lossy formats, zlib's usual 6 for PNG.
+DEFAULT_QUALITY: dict[str, int] = {"jpg": 95, "webp": 95, "png": 6}
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -128,6 +130,10 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         image = Image.open(io.BytesIO(data), formats=DECODE_FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageError(Status.TOO_LARGE, str(exc)) from exc
+    except UnidentifiedImageError as exc:  # its message names a BytesIO's memory address
+        raise ImageError(
+            Status.FAILED_TO_DECODE, f"not a supported image format; {len(data)} bytes starting {data[:16]!r}"
+        ) from exc
     except Exception as exc:  # Pillow raises many types for hostile bytes
         raise ImageError(Status.FAILED_TO_DECODE, f"{type(exc).__name__}: {exc}") from exc
     width, height = image.size

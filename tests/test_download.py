@@ -1,0 +1,327 @@
+"""The download stage against a loopback ImageServer: only 127.0.0.1 is ever contacted."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import socket
+from collections.abc import Iterator
+
+import apache_beam as beam
+import pytest
+import requests
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
+from clipcrawl.pipelines.image_server import ImageServer, Route
+from clipcrawl.transforms import metrics
+from clipcrawl.transforms.address_guard import BlockedAddressError
+from clipcrawl.transforms.download import (
+    DownloadConfig,
+    DownloadImages,
+    FetchError,
+    _DownloadBatchFn,
+    download_sample,
+    make_session,
+    robots_tag_disallows,
+    status_for,
+)
+from clipcrawl.transforms.image_processing import ImageError
+from clipcrawl.transforms.sample import Sample
+from clipcrawl.transforms.status import Status
+
+# Loopback tests must opt in to private addresses; small timeouts keep failures fast.
+LOCAL = DownloadConfig(
+    allow_private_addresses=True, image_size=64, connect_timeout=2.0, read_timeout=2.0, total_timeout=5.0, threads=4
+)
+
+
+def jpeg(width: int = 300, height: int = 200) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+IMAGE = jpeg()
+
+
+def sample(url: str, key: str = "0000000000001", **fields: object) -> Sample:
+    return Sample(
+        key=key, shard_no=0, url=url, caption="a red square", page_url="http://page.example/", source="t.wat", **fields
+    )
+
+
+@pytest.fixture
+def server() -> Iterator[ImageServer]:
+    with ImageServer({"/img.jpg": Route(body=IMAGE)}) as running:
+        yield running
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    with make_session(LOCAL) as made:
+        yield made
+
+
+def test_good_image_is_stored_and_stays_pending(server: ImageServer, session: requests.Session) -> None:
+    result = download_sample(session, sample(server.url("/img.jpg")), LOCAL)
+    assert result.status == Status.PENDING and result.error_message is None
+    assert (result.width, result.height, result.original_width, result.original_height) == (64, 64, 300, 200)
+    assert result.image_format == "jpg" and result.image[:2] == b"\xff\xd8"
+    assert result.sha256 == hashlib.sha256(result.image).hexdigest()
+    assert (result.http_status, result.final_url, result.downloaded_bytes) == (200, server.url("/img.jpg"), len(IMAGE))
+    assert result.fetch_time is not None and result.fetch_seconds is not None and result.fetch_seconds >= 0
+    assert server.seen[0].headers["User-Agent"] == LOCAL.user_agent
+
+
+def test_default_config_refuses_the_loopback_server(server: ImageServer, session: requests.Session) -> None:
+    result = download_sample(session, sample(server.url("/img.jpg")), DownloadConfig())
+    assert result.status == Status.BLOCKED_ADDRESS
+    assert "127.0.0.1" in result.error_message
+    assert server.requested == []  # refused before connecting
+
+
+@pytest.mark.parametrize("code", [404, 500])
+def test_http_errors_fail_to_download(server: ImageServer, session: requests.Session, code: int) -> None:
+    server.add("/error", Route(status=code, body=b"nope", content_type="text/plain"))
+    result = download_sample(session, sample(server.url("/error")), LOCAL)
+    assert (result.status, result.error_message) == (Status.FAILED_TO_DOWNLOAD, f"HTTP {code}")
+    assert (result.http_status, result.final_url) == (code, server.url("/error"))
+    assert result.image is None
+
+
+def test_html_served_as_an_image_fails_to_decode(server: ImageServer, session: requests.Session) -> None:
+    page = b"<html><body>Sorry, hotlinking is not allowed</body></html>"
+    server.add("/fake.jpg", Route(body=page, content_type="image/jpeg"))
+    result = download_sample(session, sample(server.url("/fake.jpg")), LOCAL)
+    assert result.status == Status.FAILED_TO_DECODE
+    assert (result.http_status, result.downloaded_bytes) == (200, len(page))
+
+
+def test_declared_oversized_body_fails_before_reading(server: ImageServer, session: requests.Session) -> None:
+    server.add("/big.jpg", Route(body=IMAGE))
+    config = dataclasses.replace(LOCAL, max_bytes=1000)
+    result = download_sample(session, sample(server.url("/big.jpg")), config)
+    assert result.status == Status.FAILED_TO_DOWNLOAD
+    assert result.error_message == f"Content-Length {len(IMAGE)} exceeds max_bytes 1000"
+    assert result.downloaded_bytes is None
+
+
+def test_undeclared_oversized_body_is_cut_at_the_cap(server: ImageServer, session: requests.Session) -> None:
+    server.add("/stream.jpg", Route(body=b"\xff" * 500_000, send_content_length=False))
+    config = dataclasses.replace(LOCAL, max_bytes=1000)
+    result = download_sample(session, sample(server.url("/stream.jpg")), config)
+    assert (result.status, result.error_message) == (Status.FAILED_TO_DOWNLOAD, "body exceeds max_bytes 1000")
+    assert result.downloaded_bytes == 1001  # one byte over the cap proves it, no more is read
+
+
+def test_body_without_content_length_is_read_to_the_end(server: ImageServer, session: requests.Session) -> None:
+    server.add("/plain.jpg", Route(body=IMAGE, send_content_length=False))
+    result = download_sample(session, sample(server.url("/plain.jpg")), LOCAL)
+    assert result.status == Status.PENDING and result.downloaded_bytes == len(IMAGE)
+
+
+def test_slow_response_hits_the_read_timeout(server: ImageServer, session: requests.Session) -> None:
+    server.add("/slow.jpg", Route(body=IMAGE, delay_seconds=1.5))
+    config = dataclasses.replace(LOCAL, read_timeout=0.3)
+    result = download_sample(session, sample(server.url("/slow.jpg")), config)
+    assert result.status == Status.FAILED_TO_DOWNLOAD
+    assert result.error_message.startswith("ReadTimeout: ")
+
+
+def test_dripping_body_hits_the_total_deadline(server: ImageServer, session: requests.Session) -> None:
+    # One byte every 20 ms never trips the read timeout; only the total deadline stops it.
+    server.add("/drip.jpg", Route(body=IMAGE, drip_seconds=0.02))
+    config = dataclasses.replace(LOCAL, read_timeout=0.5, total_timeout=0.5)
+    result = download_sample(session, sample(server.url("/drip.jpg")), config)
+    assert (result.status, result.error_message) == (Status.FAILED_TO_DOWNLOAD, "total_timeout of 0.5 s exceeded")
+    assert result.http_status == 200 and 0 < result.downloaded_bytes < len(IMAGE)
+
+
+def test_redirect_chain_reaches_the_image(server: ImageServer, session: requests.Session) -> None:
+    server.add("/r1", Route(redirect_to="/r2"))  # relative Location
+    server.add("/r2", Route(status=301, redirect_to=server.url("/img.jpg")))  # absolute
+    result = download_sample(session, sample(server.url("/r1")), LOCAL)
+    assert result.status == Status.PENDING
+    assert (result.http_status, result.final_url) == (200, server.url("/img.jpg"))
+    assert server.requested == ["/r1", "/r2", "/img.jpg"]
+
+
+def test_too_many_redirects_fail(server: ImageServer, session: requests.Session) -> None:
+    server.add("/loop", Route(redirect_to="/loop"))
+    config = dataclasses.replace(LOCAL, max_redirects=3)
+    result = download_sample(session, sample(server.url("/loop")), config)
+    assert (result.status, result.error_message) == (Status.FAILED_TO_DOWNLOAD, "more than max_redirects=3 redirects")
+    assert result.http_status == 302 and server.requested == ["/loop"] * 4
+
+
+def test_every_redirect_hop_is_checked_by_the_guard(server: ImageServer, session: requests.Session) -> None:
+    """The first host passes (the stub calls it public); the redirect target does not."""
+
+    def resolver(host: str, port: object) -> list[tuple]:
+        ip = {"127.0.0.1": "93.184.216.34", "localhost": "127.0.0.1"}[host]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, 0))]
+
+    server.add("/hop", Route(redirect_to=f"http://localhost:{server.port}/img.jpg"))
+    config = dataclasses.replace(LOCAL, allow_private_addresses=False)
+    result = download_sample(session, sample(server.url("/hop")), config, resolver=resolver)
+    assert result.status == Status.BLOCKED_ADDRESS and "'localhost'" in result.error_message
+    assert result.http_status == 302 and server.requested == ["/hop"]
+
+
+def test_dns_failure_is_a_download_failure(session: requests.Session) -> None:
+    def resolver(host: str, port: object) -> list[tuple]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    config = dataclasses.replace(LOCAL, allow_private_addresses=False)
+    result = download_sample(session, sample("http://no-such-host.invalid/a.jpg"), config, resolver=resolver)
+    assert result.status == Status.FAILED_TO_DOWNLOAD and result.error_message.startswith("gaierror: ")
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"X-Robots-Tag": "noai"}, Status.DISALLOWED_HEADER),
+        ({"X-Robots-Tag": "noindex, NoImageAI"}, Status.DISALLOWED_HEADER),
+        ({"X-Robots-Tag": "clipcrawl: noai"}, Status.DISALLOWED_HEADER),
+        ([("X-Robots-Tag", "googlebot: noindex"), ("X-Robots-Tag", "noai")], Status.DISALLOWED_HEADER),
+        ({"X-Robots-Tag": "otherbot: noai"}, Status.PENDING),
+        ({"X-Robots-Tag": "noindex, nofollow"}, Status.PENDING),
+    ],
+)
+def test_x_robots_tag_opt_out(server: ImageServer, session: requests.Session, headers: object, status: Status) -> None:
+    server.add("/tagged.jpg", Route(body=IMAGE, headers=headers))
+    result = download_sample(session, sample(server.url("/tagged.jpg")), LOCAL)
+    assert result.status == status
+    if status == Status.DISALLOWED_HEADER:
+        assert result.http_status == 200 and result.image is None
+
+
+def test_x_robots_tag_can_be_ignored_when_configured(server: ImageServer, session: requests.Session) -> None:
+    server.add("/tagged.jpg", Route(body=IMAGE, headers={"X-Robots-Tag": "noai"}))
+    config = dataclasses.replace(LOCAL, respect_x_robots_tag=False)
+    assert download_sample(session, sample(server.url("/tagged.jpg")), config).status == Status.PENDING
+
+
+@pytest.mark.parametrize(
+    ("values", "disallowed"),
+    [
+        (["noai"], True),
+        (["NOIMAGEAI"], True),
+        (["clipcrawl: noai, noindex"], True),
+        (["img2dataset: noimageai"], True),
+        (["unavailable_after: 25 Jun 2010 15:00:00 PST, noai"], True),
+        (["otherbot: noai"], False),
+        (["otherbot: noindex, clipcrawl: noai"], True),
+        (["clipcrawl: noindex, otherbot: noai"], False),
+        (["noindex", "nofollow"], False),
+        (["noaix"], False),
+        ([], False),
+    ],
+)
+def test_robots_tag_parsing(values: list[str], disallowed: bool) -> None:
+    assert robots_tag_disallows(values, "clipcrawl") is disallowed
+
+
+@pytest.mark.parametrize(
+    ("url", "message_start"),
+    [
+        ("ftp://127.0.0.1/a.jpg", "unsupported URL scheme 'ftp'"),
+        ("file:///etc/passwd", "unsupported URL scheme 'file'"),
+        ("not a url", "unsupported URL scheme ''"),
+        ("http://", "URL has no host"),
+        ("http://[::1/a.jpg", "invalid URL"),
+        ("http://127.0.0.1:1/closed.jpg", "ConnectionError: "),  # nothing listens on port 1
+    ],
+)
+def test_bad_urls_become_rows_not_exceptions(session: requests.Session, url: str, message_start: str) -> None:
+    result = download_sample(session, sample(url), LOCAL)
+    assert result.status == Status.FAILED_TO_DOWNLOAD
+    assert result.error_message.startswith(message_start)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (FetchError(Status.DISALLOWED_HEADER, "opt out"), (Status.DISALLOWED_HEADER, "opt out")),
+        (ImageError(Status.TOO_SMALL, "5x5"), (Status.TOO_SMALL, "5x5")),
+        (
+            BlockedAddressError("h", "10.0.0.1"),
+            (Status.BLOCKED_ADDRESS, "host 'h' resolves to non-public address 10.0.0.1"),
+        ),
+        (requests.ConnectTimeout("took too long"), (Status.FAILED_TO_DOWNLOAD, "ConnectTimeout: took too long")),
+    ],
+)
+def test_status_for_maps_each_exception_family(exc: Exception, expected: tuple[Status, str]) -> None:
+    assert status_for(exc) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"max_bytes": 0}, "max_bytes"),
+        ({"connect_timeout": 0}, "connect_timeout"),
+        ({"read_timeout": -1}, "read_timeout"),
+        ({"total_timeout": 0}, "total_timeout"),
+        ({"max_redirects": -1}, "max_redirects"),
+        ({"threads": 0}, "threads"),
+        ({"user_agent": "bot\r\nX-Evil: 1"}, "user_agent"),
+        ({"resize_mode": "stretch"}, "resize_mode"),
+        ({"encode_format": "png"}, "encode_quality for png"),
+        ({"image_size": 0}, "image_size"),
+    ],
+)
+def test_config_validation(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        DownloadConfig(**overrides)
+
+
+def test_batch_fn_downloads_concurrently_and_in_order(server: ImageServer) -> None:
+    server.add("/slow.jpg", Route(body=IMAGE, delay_seconds=0.3))
+    batch = [sample(server.url("/slow.jpg"), key=f"{i:013d}") for i in range(4)]
+    fn = _DownloadBatchFn(LOCAL)
+    fn.setup()
+    try:
+        results = list(fn.process(batch))
+    finally:
+        fn.teardown()
+    assert [r.key for r in results] == [s.key for s in batch]
+    assert all(r.status == Status.PENDING for r in results)
+    assert server.max_in_flight > 1
+
+
+def test_download_images_in_a_pipeline(server: ImageServer) -> None:
+    good = sample(server.url("/img.jpg"), key="0000000000001")
+    missing = sample(server.url("/missing.jpg"), key="0000000000002")
+    settled = sample(server.url("/img.jpg"), key="0000000000003").reject(Status.FILTERED_TEXT, "caption too short")
+
+    pipeline = TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    output = pipeline | beam.Create([good, missing, settled]) | DownloadImages(LOCAL)
+    assert_that(
+        output | "Summarise" >> beam.Map(lambda s: (s.key, s.status, s.width)),
+        equal_to(
+            [(good.key, "pending", 64), (missing.key, "failed_to_download", None), (settled.key, "filtered_text", None)]
+        ),
+        label="CheckStatuses",
+    )
+    assert_that(
+        output | "KeepSettled" >> beam.Filter(lambda s: s.key == settled.key),
+        equal_to([settled]),
+        label="CheckSettledUntouched",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+
+    query = MetricsFilter().with_namespace(metrics.namespace(metrics.DOWNLOAD))
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(query)["counters"]}
+    assert counters == {
+        metrics.TOTAL: 2,
+        metrics.FORWARDED: 1,
+        metrics.DROPPED: 1,
+        metrics.dropped_name(Status.FAILED_TO_DOWNLOAD): 1,
+    }
+    assert server.requested.count("/img.jpg") == 1  # the settled row was not fetched
