@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import math
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -16,8 +17,8 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = max(1, math.ceil(fraction * len(ordered)))  # 1-based: the smallest value covering fraction
+    return ordered[min(rank, len(ordered)) - 1]
 
 
 def shard_stats(

@@ -122,11 +122,16 @@ def demo_args(input_dir: str, dataset_dir: str) -> list[str]:
         "--allow_private_addresses",
         "--nickname=demo",
         "--force",  # the inputs are regenerated on every demo run (new server port)
+        # A few dozen images: worker processes (each importing torch) cost more than they save.
+        "--direct_running_mode=in_memory",
     ]
 
 
 def run_demo(root: str, extra_args: Sequence[str] = ()) -> build_dataset.RunSummary:
-    """Serve, write inputs, run the real pipeline; the dataset lands in ``root/dataset``."""
+    """Serve, write inputs, run the real pipeline; the dataset lands in ``root/dataset``.
+
+    ``extra_args`` come last, so they override the demo's own (e.g. a runner mode).
+    """
     input_dir, dataset_dir = os.path.join(root, "input"), os.path.join(root, "dataset")
     with ImageServer({}) as server:
         make_demo_inputs(server, input_dir)

@@ -8,6 +8,7 @@ the delay offline) and runs the same engine. It honours ``--direct_running_mode`
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Sequence
 
@@ -21,13 +22,16 @@ def default_workers() -> int:
 
 def preset_args(argv: Sequence[str] = (), workers: int | None = None) -> list[str]:
     """Runner arguments, leaving alone any direct-runner flag the user already gave."""
-    given = dict(arg.split("=", 1) if "=" in arg else (arg, "") for arg in argv)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--direct_running_mode")
+    parser.add_argument("--direct_num_workers")
+    given, _ = parser.parse_known_args(list(argv))
     args = [f"--runner={RUNNER}"]
-    mode = given.get("--direct_running_mode")
+    mode = given.direct_running_mode
     if mode is None:
         mode = "multi_processing"
         args.append(f"--direct_running_mode={mode}")
-    if "--direct_num_workers" not in given:
+    if given.direct_num_workers is None:
         count = 1 if mode == "in_memory" else workers or default_workers()
         args.append(f"--direct_num_workers={count}")
     return args

@@ -12,7 +12,7 @@ from clipcrawl.pipelines.cli import main
 
 def test_demo_builds_a_dataset_offline_and_status_reads_its_ledger(tmp_path, capsys) -> None:
     root = tmp_path / "demo"
-    assert main(["demo", f"--root={root}", "--direct_running_mode=in_memory"]) == 0
+    assert main(["demo", f"--root={root}"]) == 0
     printed = capsys.readouterr().out
     assert f"dataset:      {root}/dataset" in printed
     assert "3 done" in printed

@@ -93,3 +93,14 @@ def test_a_row_without_a_final_status_is_a_pipeline_bug(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="pending"):
         write_shard(config(tmp_path), 3, "in.wat.gz", [pending])
     assert not (tmp_path / "out" / "000003.parquet").exists()
+
+
+def test_percentile_is_nearest_rank() -> None:
+    from clipcrawl.io.shard_stats import percentile
+
+    assert percentile([], 0.5) is None
+    assert percentile([3.0, 1.0], 0.5) == 1.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 0.9) == 90.0
+    assert percentile([float(i) for i in range(1, 101)], 0.99) == 99.0
+    assert percentile([5.0], 0.99) == 5.0

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import apache_beam as beam
 
 from clipcrawl.transforms.sample import Sample
 
-_PENDING, _SETTLED = 0, 1
+PENDING = "pending"
+SETTLED = "settled"
 
 
-def _route(sample: Sample, _: int) -> int:
-    return _PENDING if sample.pending else _SETTLED
+def _route(sample: Sample) -> Iterator[Sample | beam.pvalue.TaggedOutput]:
+    yield sample if sample.pending else beam.pvalue.TaggedOutput(SETTLED, sample)
 
 
 class OnPending(beam.PTransform):
-    """Applies ``stage`` to pending samples and flattens its output with the settled ones."""
+    """Applies ``stage`` to pending samples and flattens its output with the settled ones.
+
+    Routing uses a ParDo whose two outputs are both consumed (``Partition`` would leave an
+    empty main output dangling), so the pipeline keeps a single leaf.
+    """
 
     def __init__(self, stage: beam.PTransform) -> None:
         super().__init__()
         self._stage = stage
 
     def expand(self, samples: beam.PCollection) -> beam.PCollection:
-        pending, settled = samples | "SplitPending" >> beam.Partition(_route, 2)
-        processed = pending | "Process" >> self._stage
-        return (processed, settled) | "Rejoin" >> beam.Flatten()
+        routed = samples | "SplitPending" >> beam.FlatMap(_route).with_outputs(SETTLED, main=PENDING)
+        processed = routed[PENDING] | "Process" >> self._stage
+        return (processed, routed[SETTLED]) | "Rejoin" >> beam.Flatten()
