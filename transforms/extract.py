@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 import apache_beam as beam
 
+from clipcrawl.io.wat import iter_wat_metadata
 from clipcrawl.transforms import metrics
 from clipcrawl.transforms.sample import Sample, sample_key
 
@@ -173,12 +174,11 @@ class _ExtractShardFn(beam.DoFn):
         try:
             yield from number_pairs(shard_no, uri, self._pairs_of(uri))
         except Exception as error:  # noqa: BLE001 - any read failure fails this shard only
-            _LOG.error("shard %06d: cannot read %s: %s", shard_no, uri, error)
-            yield beam.pvalue.TaggedOutput(SHARD_ERRORS, (shard_no, f"cannot read {uri}: {type(error).__name__}: {error}"))
+            message = f"cannot read {uri}: {type(error).__name__}: {error}"
+            _LOG.error("shard %06d: %s", shard_no, message)
+            yield beam.pvalue.TaggedOutput(SHARD_ERRORS, (shard_no, message))
 
     def _pairs_of(self, uri: str) -> Iterator[Pair]:
-        from clipcrawl.io.wat import iter_wat_metadata
-
         for record in iter_wat_metadata(uri):
             self._read.total.inc()
             try:
