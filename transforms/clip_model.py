@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -49,12 +48,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def read_tiny_config() -> dict[str, Any]:
-    """The packaged open_clip config of ``clipcrawl-tiny``."""
-    resource = importlib.resources.files("clipcrawl.transforms").joinpath(ASSETS_DIR, TINY_CONFIG_FILE)
-    return json.loads(resource.read_text(encoding="utf-8"))
 
 
 def register_tiny_config(config_path: str | os.PathLike[str] | None = None) -> None:

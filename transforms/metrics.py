@@ -24,12 +24,9 @@ FORWARDED = "forwarded"
 DROPPED = "dropped"
 
 # Extra counters
-RECORDS = "records"  # WAT records read
-METADATA_RECORDS = "metadata_records"
-BAD_RECORDS = "bad_records"  # unparseable JSON in a metadata record
-NON_HTTP_LINKS = "non_http_links"  # data:, javascript:, ... image links (not candidates)
-SHARDS_WRITTEN = "shards_written"
-SAMPLES_WRITTEN = "samples_written"
+BAD_RECORDS = "bad_records"  # read: unparseable JSON in a metadata record (as dropped_bad_records)
+NON_HTTP_LINKS = "non_http_links"  # extract: data:, javascript:, ... image links (not candidates)
+SAMPLES_WRITTEN = "samples_written"  # write: kept samples committed to tars
 
 
 def namespace(stage: str) -> str:
