@@ -221,7 +221,7 @@ def _download_config(o: DownloadOptions) -> DownloadConfig:
 def _clip_config(o: ClipOptions) -> ClipConfig:
     if not -1.0 <= o.clip_threshold <= 1.0:
         raise OptionsError(f"--clip_threshold must be within [-1, 1] (a cosine), got {o.clip_threshold}")
-    return ClipConfig(
+    return ClipConfig.from_kwargs(
         model_name=o.clip_model,
         pretrained=o.clip_pretrained,
         threshold=o.clip_threshold,

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 from PIL import Image
 
 from clipcrawl.transforms import metrics
-from clipcrawl.transforms.clip_model import DEVICES, TINY_MODEL_NAME, LoadedClip, cosine_similarities, load_clip
+from clipcrawl.transforms.clip_model import DEVICES, TINY_MODEL_NAME, LoadedClip, cosine_similarities
 from clipcrawl.transforms.routing import OnPending
 from clipcrawl.transforms.sample import Sample
 from clipcrawl.transforms.status import Status
