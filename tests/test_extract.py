@@ -12,18 +12,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from clipcrawl.io.wat import iter_wat_metadata
 from clipcrawl.transforms import metrics
-from clipcrawl.transforms.extract import (
-    SAMPLES,
-    SHARD_ERRORS,
-    BadRecordError,
-    ExtractPairs,
-    Pair,
-    clean_caption,
-    decode_entities,
-    extract_pairs,
-    parse_wat_record,
-    resolve_image_url,
-)
+from clipcrawl.transforms.extract import SAMPLES, SHARD_ERRORS, ExtractPairs
+from clipcrawl.transforms.pairs import BadRecordError, Pair, clean_caption, decode_entities, resolve_image_url
+from clipcrawl.transforms.wat_pairs import extract_pairs, parse_wat_record
 from tests.conftest import WAT_2014, WAT_2014_GZ, WAT_WHIRLWIND, beam_options
 
 PAGE_2014 = "http://0pointer.de/photos/?gallery=Australia&photo=496"

@@ -72,7 +72,7 @@ def test_non_editable_install_builds_the_same_package(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     installed = target / "clipcrawl"
-    for relative in ("__init__.py", "__main__.py", "io/coordinator.py", "transforms/extract.py",
+    for relative in ("__init__.py", "__main__.py", "io/coordinator.py", "transforms/extract.py", "transforms/pairs.py",
                      "transforms/assets/clipcrawl-tiny.pt", "pipelines/cli.py", "runners/direct.py"):
         assert (installed / relative).exists(), relative
     assert not (installed / "pipelines" / "_root").exists()

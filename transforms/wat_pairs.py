@@ -1,0 +1,67 @@
+"""Image/alt-text pairs from one WAT metadata record (pure functions).
+
+The WAT generator (ia-web-commons) stores each ``<img src>`` as a link object
+``{"path": "IMG@/src", "url": <src as written>, "alt": <alt as written>}`` under
+``Envelope.Payload-Metadata.HTTP-Response-Metadata.HTML-Metadata.Links``. ``url`` is
+unresolved and untrimmed; entities are raw in older crawls (``&amp;``) and decoded in newer
+ones, so both are handled here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from clipcrawl.transforms.pairs import BadRecordError, ExtractStats, Pair, clean_caption, resolve_image_url
+
+IMAGE_LINK_PATH = "IMG@/src"
+
+def _html_metadata(envelope: dict[str, Any]) -> dict[str, Any] | None:
+    payload = envelope.get("Payload-Metadata") or {}
+    response = payload.get("HTTP-Response-Metadata") or {}
+    found = response.get("HTML-Metadata")
+    return found if isinstance(found, dict) else None
+
+
+def parse_wat_json(payload: bytes) -> dict[str, Any]:
+    """The JSON object of a WAT metadata record; BadRecordError when it is not one."""
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise BadRecordError(f"invalid WAT JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise BadRecordError("WAT JSON is not an object")
+    return document
+
+
+def extract_pairs(document: dict[str, Any], page_url: str) -> tuple[list[Pair], ExtractStats]:
+    """Every image link with non-blank alt text in one parsed WAT record, in page order."""
+    envelope = document.get("Envelope")
+    metadata = _html_metadata(envelope) if isinstance(envelope, dict) else None
+    if metadata is None:
+        return [], ExtractStats()
+    head = metadata.get("Head") if isinstance(metadata.get("Head"), dict) else {}
+    base_href = head.get("Base") if isinstance(head.get("Base"), str) else None
+    pairs: list[Pair] = []
+    non_http = 0
+    for link in metadata.get("Links") or ():
+        if not isinstance(link, dict) or link.get("path") != IMAGE_LINK_PATH:
+            continue
+        alt, src = link.get("alt"), link.get("url")
+        if not isinstance(alt, str) or not isinstance(src, str):
+            continue
+        caption = clean_caption(alt)
+        if not caption:
+            continue
+        url = resolve_image_url(src, page_url, base_href)
+        if url is None:
+            non_http += 1
+            continue
+        pairs.append(Pair(url=url, caption=caption, page_url=page_url))
+    return pairs, ExtractStats(non_http_links=non_http)
+
+
+def parse_wat_record(payload: bytes, page_url: str) -> list[Pair]:
+    """Pairs of one WAT metadata record's payload (raises BadRecordError on bad JSON)."""
+    pairs, _ = extract_pairs(parse_wat_json(payload), page_url)
+    return pairs
