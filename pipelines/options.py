@@ -14,7 +14,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from clipcrawl.io.shard_writer import WriterConfig
 from clipcrawl.transforms.clip_scoring import ClipConfig
+from clipcrawl.transforms.dedup import DEDUP_KEYS, DEDUP_SCOPES, DedupConfig
 from clipcrawl.transforms.download import DownloadConfig
+from clipcrawl.transforms.extract import INPUT_FORMATS, ExtractConfig
 from clipcrawl.transforms.filters import FilterConfig
 from clipcrawl.transforms.image_processing import DEFAULT_QUALITY
 
@@ -35,8 +37,19 @@ class InputOptions(PipelineOptions):
             "--input",
             action="append",
             default=[],
-            help="WAT file: path, glob or fsspec URL (s3://, gs://, https://). Repeatable.",
+            help="Input file: path, glob or fsspec URL (s3://, gs://, https://). WAT or WARC (.gz or not), "
+            "URL list (.parquet, .csv, .jsonl) or WebDataset .tar to re-score. Repeatable.",
         )
+        group.add_argument("--input_format", default="auto", choices=INPUT_FORMATS,
+                           help="Kind of every input; auto tells them apart by file name.")
+        group.add_argument("--warc_reader", default="auto", choices=["auto", "fastwarc", "warcio"],
+                           help="WAT/WARC decoding: fastwarc (fast, when installed) or warcio; auto picks fastwarc.")
+        group.add_argument("--url_column", default=None,
+                           help="URL-list column with the image URL (default: URL, url).")
+        group.add_argument("--caption_column", default=None,
+                           help="URL-list column with the caption (default: TEXT, text, caption).")
+        group.add_argument("--page_url_column", default=None,
+                           help="URL-list column with the page URL, if any (default: page_url, PAGE_URL).")
         group.add_argument(
             "--input_manifest",
             default=None,
@@ -60,6 +73,15 @@ class FilterOptions(PipelineOptions):
                            help="Longest caption kept (LAION-5B: 2000).")
         group.add_argument("--max_url_chars", type=int, default=_FILTER_DEFAULTS.max_url_chars,
                            help="Longest image URL kept (LAION-5B: 2000).")
+        group.add_argument("--exclude_extensions", default=",".join(_FILTER_DEFAULTS.exclude_extensions),
+                           help="Comma-separated image URL extensions dropped before download ('' keeps all).")
+        group.add_argument("--no_language", action="store_true",
+                           help="Do not detect the caption language (the language column stays empty).")
+        group.add_argument("--dedup", default="url_caption", choices=DEDUP_KEYS,
+                           help="What makes two candidates duplicates: same url and caption (default), same url, "
+                           "or none.")
+        group.add_argument("--dedup_scope", default="run", choices=DEDUP_SCOPES,
+                           help="Duplicates across all shards of the run (default) or only within a shard.")
 
 
 class DownloadOptions(PipelineOptions):
@@ -92,7 +114,20 @@ class DownloadOptions(PipelineOptions):
         group.add_argument("--allow_private_addresses", action="store_true",
                            help="Allow downloads from loopback/private addresses (tests and the demo only).")
         group.add_argument("--ignore_x_robots_tag", action="store_true",
-                           help="Do not honour X-Robots-Tag noai/noimageai.")
+                           help="Do not honour X-Robots-Tag noai/noimageai/noml/noindex.")
+        group.add_argument("--allowed_hosts", action="append", default=[],
+                           help="host:port let through the address guard (tests, intranets). Repeatable.")
+        group.add_argument("--ignore_robots_txt", action="store_true", help="Do not fetch or honour robots.txt.")
+        group.add_argument("--ignore_tdm_reservation", action="store_true",
+                           help="Do not honour the TDM-Rep header tdm-reservation: 1.")
+        group.add_argument("--per_host_connections", type=int, default=d.per_host_connections,
+                           help="Requests in flight per host per worker (0: unlimited).")
+        group.add_argument("--per_host_rate", type=float, default=d.per_host_rate,
+                           help="Requests started per second per host per worker (0: unlimited).")
+        group.add_argument("--max_host_wait", type=float, default=d.max_host_wait,
+                           help="Seconds a sample may wait for its host's slot before it is rate_limited.")
+        group.add_argument("--max_retry_after", type=float, default=d.max_retry_after,
+                           help="Longest 429/503 Retry-After waited out (once); longer ones end as rate_limited.")
 
 
 class ClipOptions(PipelineOptions):
@@ -141,7 +176,9 @@ class RunConfig:
     limit: int | None
     force: bool
     nickname: str
+    extract: ExtractConfig
     filters: FilterConfig
+    dedup: DedupConfig
     download: DownloadConfig
     clip: ClipConfig
     writer: WriterConfig
@@ -174,7 +211,16 @@ def resolve_config(options: PipelineOptions) -> RunConfig:
             limit=inputs.limit,
             force=output.force,
             nickname=output.nickname,
+            extract=ExtractConfig(
+                input_format=inputs.input_format,
+                reader=inputs.warc_reader,
+                url_column=inputs.url_column,
+                caption_column=inputs.caption_column,
+                page_url_column=inputs.page_url_column,
+            ),
             filters=_filter_config(options.view_as(FilterOptions)),
+            dedup=DedupConfig(key=options.view_as(FilterOptions).dedup,
+                              scope=options.view_as(FilterOptions).dedup_scope),
             download=_download_config(options.view_as(DownloadOptions)),
             clip=_clip_config(options.view_as(ClipOptions)),
             writer=WriterConfig(
@@ -194,6 +240,8 @@ def _filter_config(o: FilterOptions) -> FilterConfig:
         min_caption_chars=o.min_caption_chars,
         max_caption_chars=o.max_caption_chars,
         max_url_chars=o.max_url_chars,
+        exclude_extensions=tuple(ext for ext in o.exclude_extensions.split(",") if ext.strip()),
+        detect_language=not o.no_language,
     )
 
 
@@ -214,7 +262,14 @@ def _download_config(o: DownloadOptions) -> DownloadConfig:
         threads=o.download_threads,
         user_agent=o.download_user_agent,
         allow_private_addresses=o.allow_private_addresses,
+        allowed_hosts=tuple(o.allowed_hosts),
         respect_x_robots_tag=not o.ignore_x_robots_tag,
+        respect_robots_txt=not o.ignore_robots_txt,
+        respect_tdm_reservation=not o.ignore_tdm_reservation,
+        per_host_connections=o.per_host_connections,
+        per_host_rate=o.per_host_rate,
+        max_host_wait=o.max_host_wait,
+        max_retry_after=o.max_retry_after,
     )
 
 

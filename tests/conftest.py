@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import pathlib
+import socket
+from collections.abc import Iterator
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -26,3 +29,69 @@ def fnapi_options() -> PipelineOptions:
 def pytest_configure(config: pytest.Config) -> None:
     # Beam's TestPipeline is a class named Test*: not a test.
     config.addinivalue_line("filterwarnings", "ignore:cannot collect test class 'TestPipeline'")
+
+
+# --- Loopback-only guard: no test may open a connection to anything but this machine. ---
+
+_LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+def _is_loopback_target(address: object) -> bool:
+    """AF_UNIX paths and 127.0.0.0/8, ::1 (also IPv4-mapped) are allowed; all else is not."""
+    if not isinstance(address, tuple):
+        return True  # AF_UNIX path (str/bytes) or an abstract socket name
+    host = str(address[0]).strip("[]").split("%", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: connecting would resolve it to who knows where
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip in _LOOPBACK_V4 if isinstance(ip, ipaddress.IPv4Address) else ip == ipaddress.IPv6Address("::1")
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test if anything connects to a non-loopback address.
+
+    The connect is refused (``PermissionError``) and recorded, and the test fails at
+    teardown even if the code under test swallowed the error. gRPC's own C sockets (Beam's
+    FnApiRunner workers) and worker subprocesses are out of reach here, and use loopback.
+    """
+    violations: list[str] = []
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_create_connection = socket.create_connection
+
+    def refuse(address: object) -> None:
+        violations.append(repr(address))
+        raise PermissionError(f"test tried to connect to non-loopback address {address!r}")
+
+    def connect(sock: socket.socket, address: object) -> None:
+        if not _is_loopback_target(address):
+            refuse(address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock: socket.socket, address: object) -> int:
+        if not _is_loopback_target(address):
+            refuse(address)
+        return real_connect_ex(sock, address)
+
+    def create_connection(address: tuple, *args: object, **kwargs: object) -> socket.socket:
+        if not _is_loopback_target(address):
+            refuse(address)
+        return real_create_connection(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    yield
+    assert not violations, f"non-loopback connections attempted: {violations}"
+
+
+def wat_records(uri: str) -> list:
+    """The WAT JSON records of a file (both readers agree: tests/test_archive.py)."""
+    from clipcrawl.io.archive import WAT_JSON, iter_archive
+
+    return [record for record in iter_archive(uri) if getattr(record, "kind", None) == WAT_JSON]

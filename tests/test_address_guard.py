@@ -7,7 +7,16 @@ from collections.abc import Callable
 
 import pytest
 
-from clipcrawl.transforms.address_guard import BlockedAddressError, check_host, is_public_address
+from clipcrawl.transforms.address_guard import (
+    AddressPolicy,
+    BlockedAddressError,
+    check_host,
+    checked_addresses,
+    is_public_address,
+    non_public_reason,
+    parse_address,
+    parse_ipv4_spelling,
+)
 
 BLOCKED = [
     "127.0.0.1",
@@ -43,6 +52,21 @@ BLOCKED = [
     "192.0.2.1",
     "2001:db8::1",
     "::7f00:1",  # deprecated IPv4-compatible
+    "fd00:ec2::254",  # AWS metadata over IPv6
+    "64:ff9b::a9fe:a9fe",  # NAT64 wrapping 169.254.169.254
+    "64:ff9b:1::a00:1",  # local-use NAT64 prefix
+    "2002:a9fe:a9fe::1",  # 6to4 wrapping the metadata address
+    "2002:c0a8:101::1",  # 6to4 wrapping 192.168.1.1
+    "::ffff:100.64.0.1",  # mapped CGNAT
+    "0.1.2.3",  # "this network"
+    "192.0.0.1",  # IETF protocol assignments
+    "2130706433",  # decimal 127.0.0.1
+    "0177.0.0.1",  # octal
+    "0x7f.1",  # hex, short form
+    "127.1",  # short form
+    "0x7f000001",
+    "017700000001",
+    "[::1]",
     "not-an-address",
     "",
 ]
@@ -55,6 +79,9 @@ PUBLIC = [
     "2606:4700:4700::1111",
     "2001:4860:4860::8888",
     "::ffff:8.8.8.8",
+    "64:ff9b::808:808",  # NAT64 wrapping 8.8.8.8
+    "2002:808:808::1",  # 6to4 wrapping 8.8.8.8
+    "134744072",  # decimal 8.8.8.8
 ]
 
 
@@ -134,3 +161,83 @@ def numeric_only(host: str, port: object) -> list[tuple]:
 def test_odd_loopback_spellings_are_caught_after_resolution(spelling: str) -> None:
     with pytest.raises(BlockedAddressError):
         check_host(spelling, allow_private=False, resolver=numeric_only)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "address"),
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("127.0.1", "127.0.0.1"),
+        ("0x7F.0.0.0x1", "127.0.0.1"),
+        ("0xa9.0xfe.0xa9.0xfe", "169.254.169.254"),
+        ("169.254.43518", "169.254.169.254"),
+        ("10.0.0.1.", "10.0.0.1"),  # trailing dot
+        ("0", "0.0.0.0"),
+        ("4294967295", "255.255.255.255"),
+        ("4294967296", None),  # too big
+        ("256.0.0.1", None),
+        ("1.2.3.4.5", None),
+        ("08.0.0.1", None),  # 8 is not an octal digit
+        ("1..2", None),
+        ("example.com", None),
+        ("0x", "0.0.0.0"),
+        ("", None),
+    ],
+)
+def test_ipv4_spellings_parse_like_resolvers_do(spelling: str, address: str | None) -> None:
+    parsed = parse_ipv4_spelling(spelling)
+    assert (None if parsed is None else str(parsed)) == address
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("169.254.169.254", "cloud-metadata"),
+        ("fd00:ec2::254", "cloud-metadata"),
+        ("100.64.0.1", "carrier-grade-NAT"),
+        ("255.255.255.255", "broadcast"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("10.1.2.3", "private"),
+        ("240.0.0.1", "reserved"),
+        ("fe80::1", "link-local"),
+        ("::ffff:10.0.0.1", "private (embedded 10.0.0.1)"),
+        ("64:ff9b::7f00:1", "loopback (embedded 127.0.0.1)"),
+        ("8.8.8.8", None),
+    ],
+)
+def test_each_refusal_names_its_reason(address: str, reason: str | None) -> None:
+    parsed = parse_address(address)
+    assert parsed is not None and non_public_reason(parsed) == reason
+
+
+def test_allow_list_names_one_host_and_port_only() -> None:
+    policy = AddressPolicy(allowed_hosts=frozenset({"127.0.0.1:8080", "intranet.example:443"}))
+    assert checked_addresses("127.0.0.1", 8080, policy, RESOLVER) == ["127.0.0.1"]
+    assert checked_addresses("2130706433", 8080, policy, RESOLVER) == ["127.0.0.1"]  # same address, same port
+    for host, port in [("127.0.0.1", 8081), ("127.0.0.2", 8080), ("metadata.example", 8080)]:
+        with pytest.raises(BlockedAddressError):
+            checked_addresses(host, port, policy, RESOLVER)
+    by_name = stub_resolver({"intranet.example": ["10.0.0.5"]})
+    assert checked_addresses("intranet.example", 443, policy, by_name) == ["10.0.0.5"]
+    with pytest.raises(BlockedAddressError, match="private address 10.0.0.5"):
+        checked_addresses("intranet.example", 80, policy, by_name)
+
+
+@pytest.mark.parametrize("entry", ["127.0.0.1", "host:", ":80", "host:http"])
+def test_allow_list_entries_must_be_host_and_port(entry: str) -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        AddressPolicy(allowed_hosts=frozenset({entry}))
+
+
+def test_numeric_hosts_are_parsed_not_resolved() -> None:
+    def must_not_resolve(host: str, port: object) -> list[tuple]:
+        raise AssertionError(f"resolver called for numeric host {host}")
+
+    with pytest.raises(BlockedAddressError, match="loopback address 127.0.0.1"):
+        checked_addresses("0x7f.1", 80, AddressPolicy(), must_not_resolve)
+    assert checked_addresses("8.8.8.8", 80, AddressPolicy(), must_not_resolve) == ["8.8.8.8"]

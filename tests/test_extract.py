@@ -10,7 +10,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from clipcrawl.io.wat import iter_wat_metadata
+from tests.conftest import wat_records as iter_wat_metadata
 from clipcrawl.transforms import metrics
 from clipcrawl.transforms.extract import SAMPLES, SHARD_ERRORS, ExtractPairs
 from clipcrawl.transforms.pairs import BadRecordError, Pair, clean_caption, decode_entities, resolve_image_url

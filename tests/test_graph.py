@@ -24,5 +24,5 @@ def test_the_shard_writer_is_the_only_leaf(tmp_path) -> None:
     assert leaves == ["BuildDataset/WriteShards/WriteAndCommit"]
     stages = {t.unique_name.split("/")[1] for t in components.transforms.values() if t.unique_name.count("/") >= 1
               and t.unique_name.startswith("BuildDataset/")}
-    assert {"ExtractPairs", "FilterPairs", "DedupWithinShard", "DownloadImages", "ScoreWithClip", "WriteShards"} <= stages
+    assert {"ExtractPairs", "FilterPairs", "Dedup", "DownloadImages", "ScoreWithClip", "WriteShards"} <= stages
     assert any("RunInference" in t.unique_name for t in components.transforms.values())

@@ -9,7 +9,7 @@ import fsspec
 import pytest
 
 from clipcrawl.io.inputs import InputError, expand_inputs, join_base, read_manifest
-from clipcrawl.io.wat import iter_wat_metadata
+from tests.conftest import wat_records as iter_wat_metadata
 from tests.conftest import WAT_2014_GZ, WAT_WHIRLWIND
 
 

@@ -30,6 +30,18 @@ ENCODINGS: dict[str, tuple[str, str, range]] = {
 # encode_quality when none is given: img2dataset's 95 for lossy formats, zlib's usual 6 for PNG.
 DEFAULT_QUALITY: dict[str, int] = {"jpg": 95, "webp": 95, "png": 6}
 
+# Leading bytes of the DECODE_FORMATS: lets the downloader give up early on a mislabelled page.
+_MAGIC_PREFIXES: tuple[bytes, ...] = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",  # TIFF, little-endian
+    b"MM\x00*",  # TIFF, big-endian
+    b"\x00\x00\x01\x00",  # ICO
+)
+
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIDE_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF transpose/rotate by 90 degrees
@@ -124,8 +136,26 @@ def process_image(data: bytes, spec: ImageSpec) -> ProcessedImage:
     )
 
 
+def looks_like_image(head: bytes) -> bool:
+    """Whether the first bytes of a body start one of the raster formats we decode."""
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return True
+    if head[4:8] == b"ftyp":  # ISO base media: AVIF/HEIF
+        return head[8:12] in (b"avif", b"avis", b"mif1", b"msf1")
+    return head.startswith(_MAGIC_PREFIXES)
+
+
+def _is_svg(data: bytes) -> bool:
+    head = data[:2048].lstrip().lower()
+    return head.startswith((b"<svg", b"<?xml", b"<!doctype svg")) and b"<svg" in head
+
+
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Read only the header, and refuse oversized images before any pixel is decoded."""
+    if not data:
+        raise ImageError(Status.FAILED_TO_DECODE, "empty body (0 bytes)")
+    if _is_svg(data):
+        raise ImageError(Status.FAILED_TO_DECODE, "SVG is a vector format; only raster images are kept")
     try:
         image = Image.open(io.BytesIO(data), formats=DECODE_FORMATS)
     except Image.DecompressionBombError as exc:

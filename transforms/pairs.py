@@ -38,7 +38,11 @@ class ExtractStats:
 
 
 class BadRecordError(ValueError):
-    """A metadata record whose payload is not the WAT JSON it claims to be."""
+    """A record whose payload is not what it claims to be; ``kind`` is a fixed name for counters."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def decode_entities(text: str) -> str:

@@ -33,8 +33,11 @@ class Sample:
     shard_no: int
     url: str
     caption: str
-    page_url: str
+    page_url: str | None  # None for URL-list rows without one
     source: str
+    source_key: str | None = None  # the sample's key in the tar it was re-scored from
+    language: str | None = None  # caption language (ISO 639 code), see transforms/language.py
+    language_score: float | None = None
     status: str = Status.PENDING.value
     error_message: str | None = None
     image: bytes | None = dataclasses.field(default=None, repr=False)

@@ -17,8 +17,11 @@ class Status(enum.StrEnum):
     FILTERED_TEXT = "filtered_text"  # caption failed the text rules (length bounds)
     FILTERED_URL = "filtered_url"  # URL failed the URL rules (length, extension)
     DUPLICATE = "duplicate"  # same (url, caption) as an earlier candidate of the shard
-    BLOCKED_ADDRESS = "blocked_address"  # host resolves to a non-public address
-    DISALLOWED_HEADER = "disallowed_header"  # X-Robots-Tag opts the image out of AI use
+    BLOCKED_ADDRESS = "blocked_address"  # host resolves to a non-public address (SSRF guard)
+    DISALLOWED_ROBOTS = "disallowed_robots"  # robots.txt disallows the URL for our token, or is unreachable (5xx)
+    DISALLOWED_HEADER = "disallowed_header"  # X-Robots-Tag noai/noimageai/noml/noindex/none for us
+    DISALLOWED_TDM = "disallowed_tdm"  # TDM-Rep header tdm-reservation: 1 reserves mining rights
+    RATE_LIMITED = "rate_limited"  # host said 429/503 for longer than we wait, or no host slot in time
     FAILED_TO_DOWNLOAD = "failed_to_download"  # network error, HTTP error, size cap
     FAILED_TO_DECODE = "failed_to_decode"  # bytes are not an image Pillow can read
     TOO_SMALL = "too_small"  # below the minimum image side

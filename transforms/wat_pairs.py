@@ -12,9 +12,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+try:  # orjson parses WAT JSON about 2.5x faster than json (bench/extract.py)
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    _loads = json.loads
+
 from clipcrawl.transforms.pairs import BadRecordError, ExtractStats, Pair, clean_caption, resolve_image_url
 
 IMAGE_LINK_PATH = "IMG@/src"
+
 
 def _html_metadata(envelope: dict[str, Any]) -> dict[str, Any] | None:
     payload = envelope.get("Payload-Metadata") or {}
@@ -26,12 +32,22 @@ def _html_metadata(envelope: dict[str, Any]) -> dict[str, Any] | None:
 def parse_wat_json(payload: bytes) -> dict[str, Any]:
     """The JSON object of a WAT metadata record; BadRecordError when it is not one."""
     try:
-        document = json.loads(payload)
+        document = _loads(payload)
     except (UnicodeDecodeError, ValueError) as error:
-        raise BadRecordError(f"invalid WAT JSON: {error}") from error
+        if not _is_utf8(payload):
+            raise BadRecordError("not_utf8", f"WAT JSON is not valid UTF-8: {error}") from error
+        raise BadRecordError("invalid_json", f"invalid WAT JSON: {error}") from error
     if not isinstance(document, dict):
-        raise BadRecordError("WAT JSON is not an object")
+        raise BadRecordError("invalid_json", "WAT JSON is not an object")
     return document
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def extract_pairs(document: dict[str, Any], page_url: str) -> tuple[list[Pair], ExtractStats]:
