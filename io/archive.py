@@ -1,11 +1,16 @@
 """The records extraction reads from a WAT or WARC file: WAT JSON metadata and HTML responses.
 
 One reader for both kinds of file: a WAT holds ``metadata`` records whose block is JSON, a
-WARC holds ``response`` records whose block is an HTTP message. Records are framed by
-``warc_framing`` (so a malformed record is reported, not fatal); the gzip stream is inflated
-by fastwarc when it is installed ("auto") and by Python's zlib otherwise; the HTTP message of
-a response (chunked transfer, gzip/br content encoding) is decoded by fastwarc or warcio.
-Both readers give the same records: the tests read every fixture with both.
+WARC holds ``response`` records whose block is an HTTP message (decoded by fastwarc or warcio:
+chunked transfer, gzip/br content encoding).
+
+Two paths, one result. The careful path frames records itself (``warc_framing``: a
+malformed record is reported and reading goes on) over zlib. The fast path ("fastwarc", the
+default when installed) lets fastwarc's Rust parser read a well-formed file; each record is
+handed on only once the next one has parsed, and at the first error the file is read again
+on the careful path, past the records already handed on. So a damaged file gives the same
+records and the same ``BadRecord``s on both paths (tests/test_archive.py reads every fixture
+and every kind of damage both ways), and a clean file is read at fastwarc's speed.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import fsspec
 
-from clipcrawl.io.decompress import is_gzip, iter_fast, iter_members, iter_plain
+from clipcrawl.io.decompress import is_gzip, iter_members, iter_plain
 from clipcrawl.io.warc_framing import BadRecord, Frame, iter_frames
 
 READERS = ("auto", "fastwarc", "warcio")
@@ -49,25 +55,122 @@ def resolve_reader(reader: str) -> str:
     return reader
 
 
-def iter_archive(uri: str, reader: str = "auto") -> Iterator[ArchiveRecord | BadRecord]:
-    """WAT metadata and HTML response records of one file, plus a ``BadRecord`` per malformed one."""
+WatFilter = Callable[[bytes], bool]
+# Yielded in place of a WAT record the caller's ``wat_filter`` turned down: counted, not built.
+SKIPPED = object()
+
+
+def iter_archive(
+    uri: str, reader: str = "auto", wat_filter: WatFilter | None = None
+) -> Iterator[ArchiveRecord | BadRecord | object]:
+    """WAT metadata and HTML response records of one file, plus a ``BadRecord`` per malformed one.
+
+    ``wat_filter(block)`` False turns a WAT JSON record into ``SKIPPED`` before any object is
+    made for it: most WAT records hold no image link, and on a whole file the saving shows.
+    """
     reader = resolve_reader(reader)
+    if reader == "fastwarc":
+        yield from _fast(uri, wat_filter)
+    else:
+        yield from _careful(uri, reader, wat_filter)
+
+
+def _careful(
+    uri: str, reader: str, wat_filter: WatFilter | None, offset: int = 0, skip: int = 0
+) -> Iterator[ArchiveRecord | BadRecord | object]:
+    """Frame records ourselves from ``offset`` (a record or gzip-member start); drop the first ``skip``."""
     with fsspec.open(uri, "rb") as stream:
         head = stream.read(2)
-        stream.seek(0)
-        if not is_gzip(head):
-            chunks = iter_plain(stream)
-        elif reader == "fastwarc":
-            chunks = iter_fast(stream, reopen=lambda: fsspec.open(uri, "rb"))
-        else:
-            chunks = iter_members(stream)
-        for frame in iter_frames(chunks):
-            if isinstance(frame, BadRecord):
-                yield frame
+        stream.seek(offset)
+        chunks = iter_members(stream, offset) if is_gzip(head) else iter_plain(stream)
+        base = 0 if is_gzip(head) else offset  # framer offsets: into the decompressed stream
+        for number, frame in enumerate(iter_frames(chunks, base)):
+            if number < skip:
                 continue
-            record = _classify(frame, reader)
-            if record is not None:
-                yield record
+            item = frame if isinstance(frame, BadRecord) else _classify(frame, reader, wat_filter)
+            if item is not None:
+                yield item
+
+
+class _LeaveFastPath(Exception):
+    """fastwarc read something it should have refused (no WARC-Type, a short block)."""
+
+
+def _fast(uri: str, wat_filter: WatFilter | None) -> Iterator[ArchiveRecord | BadRecord | object]:
+    """fastwarc's parser while the file is well-formed, then the careful path (see module doc).
+
+    The last record fastwarc parsed is held back: the careful path re-reads it from its
+    offset, whether fastwarc failed on the next one or reached the end (where fastwarc stops
+    quietly on a cut record or header, and the careful path says so).
+    """
+    from fastwarc.warc import ArchiveIterator
+
+    handed_on = 0
+    pending: Frame | None = None
+    try:
+        with fsspec.open(uri, "rb") as stream:
+            for record in ArchiveIterator(stream, parse_http=False, fsspec_args=False):
+                frame = _fast_frame(record)
+                if pending is not None:
+                    if frame.offset <= pending.offset:  # one gzip stream for the whole file: no offsets
+                        raise _LeaveFastPath
+                    item = _classify(pending, "fastwarc", wat_filter)
+                    if item is not None:
+                        yield item
+                    handed_on += 1
+                pending = frame
+    except (OSError, _LeaveFastPath):
+        pass
+    yield from _resume(uri, wat_filter, pending.offset if pending is not None else 0, handed_on)
+
+
+def _fast_frame(record: Any) -> Frame:
+    """A fastwarc record as the framer's ``Frame``; ``_LeaveFastPath`` when fastwarc was lenient.
+
+    fastwarc splits header lines on CRLF only, so a record with LF line endings comes out as
+    one long first header; its Content-Length must be a real header that matches the block.
+    """
+    headers = record.headers
+    warc_type = headers.get("WARC-Type") or ""
+    block = record.reader.read()
+    if not warc_type or "\n" in warc_type or record.content_length != len(block):
+        raise _LeaveFastPath
+    return Frame(record.stream_pos, _LazyHeaders(headers, warc_type), block)
+
+
+class _LazyHeaders(dict):
+    """The framer's lower-cased header dict, filled from fastwarc's map only when asked."""
+
+    def __init__(self, source: Any, warc_type: str) -> None:
+        super().__init__({"warc-type": warc_type})
+        self._source = source
+
+    def __missing__(self, name: str) -> str:
+        value = self._source.get(_CANONICAL.get(name, name)) or ""
+        self[name] = value
+        return value
+
+    def get(self, name: str, default: str = "") -> str:  # type: ignore[override]
+        return self[name] or default
+
+
+_CANONICAL = {name.lower(): name for name in (
+    "WARC-Type", "Content-Type", "WARC-Target-URI", "WARC-Record-ID", "WARC-Identified-Payload-Type",
+)}
+
+
+def _resume(
+    uri: str, wat_filter: WatFilter | None, offset: int, handed_on: int
+) -> Iterator[ArchiveRecord | BadRecord | object]:
+    """The careful path from ``offset`` when a record or member starts there, else from the top."""
+    with fsspec.open(uri, "rb") as stream:
+        head = stream.read(2)
+        stream.seek(offset)
+        start = stream.read(len(b"WARC/"))
+    if start.startswith(head[:2]) if is_gzip(head) else start == b"WARC/":
+        yield from _careful(uri, "fastwarc", wat_filter, offset=offset)
+    else:
+        yield from _careful(uri, "fastwarc", wat_filter, skip=handed_on)
 
 
 def target_uri(value: str | None) -> str:
@@ -78,15 +181,23 @@ def target_uri(value: str | None) -> str:
     return value
 
 
-def _classify(frame: Frame, reader: str) -> ArchiveRecord | BadRecord | None:
+def _wanted(warc_type: str, content_type: str) -> bool:
+    """WAT JSON metadata, or an HTTP response (HTML or not is known only after decoding)."""
+    if warc_type == "metadata":
+        return content_type.startswith("application/json")
+    return warc_type == "response" and content_type.startswith("application/http")
+
+
+def _classify(frame: Frame, reader: str, wat_filter: WatFilter | None) -> ArchiveRecord | BadRecord | object | None:
     warc_type = frame.header("WARC-Type")
-    content_type = frame.header("Content-Type")
+    if not _wanted(warc_type, frame.header("Content-Type")):
+        return None
+    if warc_type == "metadata" and wat_filter is not None and not wat_filter(frame.block):
+        return SKIPPED
     uri = target_uri(frame.header("WARC-Target-URI"))
     record_id = frame.header("WARC-Record-ID")
-    if warc_type == "metadata" and content_type.startswith("application/json"):
+    if warc_type == "metadata":
         return ArchiveRecord(WAT_JSON, uri, record_id, frame.block)
-    if warc_type != "response" or not content_type.startswith("application/http"):
-        return None
     try:
         http_type, body = _decode_http(frame, reader)
     except Exception as error:  # noqa: BLE001 - any parser failure is this record's problem only

@@ -3,21 +3,20 @@
 Common Crawl writes one gzip member per record, so damage is local: a corrupt member spoils
 one record and the next member starts clean. Python's ``gzip`` module and fastwarc's reader
 both raise at the first bad byte and cannot go on; ``iter_members`` reports the damage as a
-``Gap`` and resumes at the next member header. The fast path (fastwarc's gzip reader) is used
-until it raises; then the same file is re-read from where it stopped with ``iter_members``,
-so a damaged file gives the same records whichever reader is installed.
+``Gap`` and resumes at the next member header. This is the careful path of
+``clipcrawl.io.archive``; the fast path hands over to it at the first sign of damage.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Callable, Iterator
-from typing import BinaryIO, ContextManager
+from collections.abc import Iterator
+from typing import BinaryIO
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 _CHUNK = 16 * 1024  # small: unused_data is copied at each member boundary
-_FAST_CHUNK = 1024 * 1024
+_PLAIN_CHUNK = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,19 +37,17 @@ def is_gzip(head: bytes) -> bool:
 
 def iter_plain(stream: BinaryIO) -> Iterator[Chunk]:
     """An uncompressed file, chunk by chunk."""
-    while chunk := stream.read(_FAST_CHUNK):
+    while chunk := stream.read(_PLAIN_CHUNK):
         yield chunk
 
 
-def iter_members(stream: BinaryIO, skip: int = 0) -> Iterator[Chunk]:
+def iter_members(stream: BinaryIO, offset: int = 0) -> Iterator[Chunk]:
     """Decompressed bytes of a (multi-member) gzip file; a ``Gap`` where a member is corrupt or cut.
 
-    ``skip`` decompressed bytes are dropped first (used to resume after the fast reader).
+    ``offset`` is where in the file ``stream`` is positioned (a member start), for messages.
     """
-    offset = 0  # compressed offset of the start of ``pending``
-    pending = b""
+    pending = b""  # compressed bytes from ``offset`` on
     eof = False
-    to_skip = skip
     while True:
         if not pending and not eof:
             pending = stream.read(_CHUNK)
@@ -62,9 +59,6 @@ def iter_members(stream: BinaryIO, skip: int = 0) -> Iterator[Chunk]:
         try:
             while True:
                 out = decompressor.decompress(pending)
-                if to_skip and out:
-                    dropped = min(to_skip, len(out))
-                    out, to_skip = out[dropped:], to_skip - dropped
                 if out:
                     yield out
                 if decompressor.eof:
@@ -99,28 +93,3 @@ def _next_member(stream: BinaryIO, search_from: int, offset: int, pending: bytes
         eof = not more
         offset += len(pending) - len(keep)
         pending, start = keep + more, 0
-
-
-def iter_fast(stream: BinaryIO, reopen: Callable[[], ContextManager[BinaryIO]]) -> Iterator[Chunk]:
-    """fastwarc's gzip reader (about 2x Python's zlib here) until it raises, then ``iter_members``.
-
-    On an error fastwarc loses the rest of the read call and cannot resume, so the file is
-    reopened and the careful reader takes over at the last byte fastwarc delivered. A final
-    member cut short ends quietly in fastwarc; the framer then sees the record it cut.
-    """
-    from fastwarc import GzipReader
-
-    produced = 0
-    reader = GzipReader(stream, fsspec_args=False)
-    try:
-        while True:
-            chunk = reader.read(_FAST_CHUNK)
-            if not chunk:
-                break
-            produced += len(chunk)
-            yield chunk
-        return
-    except OSError:
-        pass  # resumed below, from ``produced`` decompressed bytes
-    with reopen() as again:
-        yield from iter_members(again, skip=produced)

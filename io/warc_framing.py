@@ -36,7 +36,7 @@ class Frame:
     block: bytes
 
     def header(self, name: str) -> str:
-        return self.headers.get(name.lower(), "")
+        return self.headers.get(name.lower()) or ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +52,11 @@ class BadRecord:
 class _Window:
     """A sliding view over the decompressed chunks; stops at a ``Gap`` until told to pass it."""
 
-    def __init__(self, chunks: Iterable[Chunk]) -> None:
+    def __init__(self, chunks: Iterable[Chunk], base: int = 0) -> None:
         self._chunks = iter(chunks)
         self.buf = b""
         self.pos = 0
-        self.base = 0  # stream offset of buf[0]
+        self.base = base  # stream offset of buf[0]
         self.gap: Gap | None = None
         self.done = False
 
@@ -127,9 +127,12 @@ def _content_length(headers: dict[str, str]) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def iter_frames(chunks: Iterable[Chunk]) -> Iterator[Frame | BadRecord]:
-    """Every record of a decompressed WARC stream, well-formed or not, in file order."""
-    window = _Window(chunks)
+def iter_frames(chunks: Iterable[Chunk], base: int = 0) -> Iterator[Frame | BadRecord]:
+    """Every record of a decompressed WARC stream, well-formed or not, in file order.
+
+    ``base`` is the stream offset of the first chunk; offsets in frames count from there.
+    """
+    window = _Window(chunks, base)
     while True:
         _skip_blank_lines(window)
         if not window.ensure(1):

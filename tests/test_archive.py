@@ -127,6 +127,14 @@ def test_a_bad_record_is_counted_and_the_records_after_it_are_read(tmp_path, how
     assert report.records == expected_records
 
 
+def test_records_that_cannot_hold_image_links_are_not_parsed(tmp_path) -> None:
+    """The IMG@ byte search skips JSON parsing; bad JSON there is not seen (and loses nothing)."""
+    uri = write(tmp_path / "bad.wat.gz", spoil(records_2014(), 3, "invalid_json"), gz=True)
+    report = ReadReport()
+    assert [(p.url, p.caption) for p in iter_pairs(uri, "fastwarc", report)] == PAIRS_2014
+    assert dict(report.bad_records) == {}
+
+
 @pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("gz", [True, False], ids=["gzip-members", "plain"])
 def test_a_truncated_final_record_is_reported_after_every_earlier_record(tmp_path, reader, gz) -> None:

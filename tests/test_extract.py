@@ -161,7 +161,7 @@ def test_bad_record_does_not_stop_the_records_after_it(tmp_path) -> None:
     path = tmp_path / "mixed.wat.gz"
     with open(path, "wb") as sink:
         write_wat(sink, [Page("http://a.com/1", [ImageLink("/1.jpg", "first picture")])])
-        sink.write(_metadata_record(b"{truncated json"))
+        sink.write(_metadata_record(b'{"Links": [{"path": "IMG@/src", truncated json'))
         write_wat(sink, [Page("http://a.com/2", [ImageLink("/2.jpg", "second picture")])])
     pipeline = TestPipeline(options=beam_options())
     outputs = pipeline | beam.Create([(0, str(path))]) | ExtractPairs()
@@ -198,3 +198,27 @@ def test_expected_pairs_match_the_raw_json() -> None:
 def _links(document: dict) -> list[dict]:
     payload = document.get("Envelope", {}).get("Payload-Metadata", {})
     return payload.get("HTTP-Response-Metadata", {}).get("HTML-Metadata", {}).get("Links", [])
+
+
+def test_the_plain_absolute_url_shortcut_changes_no_result() -> None:
+    """resolve_image_url returns plain absolute srcs as they are; the full urljoin/urlsplit
+    path must agree on every one of them (fuzzed over URL punctuation)."""
+    import random
+    from urllib.parse import urljoin, urlsplit
+
+    from clipcrawl.transforms import pairs
+
+    def full_path(src: str, page: str) -> str | None:
+        parts = urlsplit(urljoin(page, src))
+        return parts._replace(fragment="").geturl() if parts.hostname else None
+
+    rng = random.Random(7)
+    alphabet = "ab.-/:?=%1@!$'()*+,;&#_~[]\\ "
+    srcs = ["http://a.com/x.jpg", "https://A.COM/x.jpg?w=1", "http://a.com/a/../b.jpg", "http://a.com:8080/x"]
+    srcs += [rng.choice(["http://", "https://"]) + "".join(rng.choices(alphabet, k=rng.randint(0, 14)))
+             for _ in range(30000)]
+    shortcut = [src for src in srcs if pairs._PLAIN_ABSOLUTE.fullmatch(src)]
+    assert len(shortcut) > 300
+    for src in shortcut:
+        for page in ("http://p.org/dir/page.html", "https://p.org/"):
+            assert resolve_image_url(src, page) == full_path(src, page), src

@@ -17,7 +17,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from clipcrawl.io.archive import HTML, WAT_JSON, iter_archive, resolve_reader
+from clipcrawl.io.archive import HTML, SKIPPED, WAT_JSON, iter_archive, resolve_reader
 from clipcrawl.io.url_lists import is_url_list, iter_url_rows
 from clipcrawl.io.warc_framing import BadRecord
 from clipcrawl.io.webdataset_input import TarSample, is_webdataset, iter_tar_samples
@@ -26,7 +26,7 @@ from clipcrawl.transforms.html_images import html_image_pairs
 from clipcrawl.transforms.pairs import BadRecordError, ExtractStats, Pair
 from clipcrawl.transforms.sample import Sample, sample_key
 from clipcrawl.transforms.status import Status
-from clipcrawl.transforms.wat_pairs import extract_pairs, parse_wat_json
+from clipcrawl.transforms.wat_pairs import extract_pairs, may_hold_image_links, parse_wat_json
 
 _LOG = logging.getLogger(__name__)
 
@@ -92,10 +92,12 @@ def input_kind(uri: str, input_format: str = "auto") -> str:
 def iter_pairs(uri: str, reader: str = "auto", report: ReadReport | None = None) -> Iterator[Pair]:
     """Every image/alt pair of a WAT or WARC file, in file order; bad records go to ``report``."""
     report = report if report is not None else ReadReport()
-    for record in iter_archive(uri, reader):
+    for record in iter_archive(uri, reader, wat_filter=may_hold_image_links):
         report.records += 1
+        if record is SKIPPED:
+            continue
         if isinstance(record, BadRecord):
-            report.bad(record.kind, f"offset {record.offset} {record.record_id}".strip(), record.reason)
+            report.bad(record.kind, record.record_id or f"record at offset {record.offset}", record.reason)
             continue
         try:
             pairs, stats = _record_pairs(record.kind, record.payload, record.target_uri, record.content_type)

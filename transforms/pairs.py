@@ -17,6 +17,10 @@ ALLOWED_SCHEMES = frozenset({"http", "https"})
 # Entities with a terminating ';' only: "&copy=2" inside an already-decoded URL must survive.
 _ENTITY = re.compile(r"&(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _WHITESPACE = re.compile(r"\s+")
+# An absolute http(s) URL that urljoin and urlsplit/geturl give back unchanged: a host of
+# plain characters, then path and query characters with no entity, fragment, params, empty
+# query or backslash. Most image srcs are like this; they skip the two parses (bench/extract.py).
+_PLAIN_ABSOLUTE = re.compile(r"https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%!$'()*+,=:@/\-]*)?(?:\?[A-Za-z0-9._~%!$'()*+,=:@/?\-]+)?")
 # HTML strips ASCII whitespace around URL attribute values; C0 controls are dropped too.
 _URL_STRIP = "\t\n\f\r \x00\x0b"
 
@@ -63,6 +67,8 @@ def resolve_image_url(src: str, page_url: str, base_href: str | None = None) -> 
     Resolution follows the HTML rule: against ``<base href>`` (itself resolved against the
     page) when present, else the page URL. Fragments are dropped: they never reach a server.
     """
+    if _PLAIN_ABSOLUTE.fullmatch(src) and not base_href:
+        return src
     src = decode_entities(src).strip(_URL_STRIP)
     if not src:
         return None

@@ -20,6 +20,18 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
 from clipcrawl.transforms.pairs import BadRecordError, ExtractStats, Pair, clean_caption, resolve_image_url
 
 IMAGE_LINK_PATH = "IMG@/src"
+# In the raw bytes, escaped ("IMG@\/src") or not: a record without it holds no image link.
+_IMAGE_MARKER = b"IMG@"
+
+
+def may_hold_image_links(payload: bytes) -> bool:
+    """False when the record cannot hold an ``IMG@/src`` link, so it need not be parsed.
+
+    Most WAT records (requests, metadata, pages without images) fail this byte search, which
+    costs far less than parsing their JSON (bench/extract.py). The price: malformed JSON in
+    such a record is not noticed; it could not have given a pair.
+    """
+    return _IMAGE_MARKER in payload
 
 
 def _html_metadata(envelope: dict[str, Any]) -> dict[str, Any] | None:
