@@ -3,9 +3,8 @@
 Rows, all on the same file and in one process (one core; CPU seconds from
 ``time.process_time``, best of ``--repeat`` runs):
 
-* clipcrawl: ``clipcrawl.transforms.extract.iter_pairs(uri, reader)`` for each reader when
-  that function exists, and the record-at-a-time path (``iter_wat_metadata`` +
-  ``extract_pairs``) as long as it is importable;
+* clipcrawl: ``clipcrawl.transforms.extract.iter_pairs(uri, reader)`` for each reader
+  (fastwarc's parser, and the careful framer over zlib that warcio installs use);
 * warcio+json loop: warcio's ArchiveIterator, ``json.loads`` of every metadata record, a walk
   of ``Links`` for ``IMG@/src`` with alt, ``urljoin``: what a first script would do;
 * cc2dataset: its own per-WAT function ``cc2dataset.main.process_wat(path, "image")``, the
@@ -95,21 +94,6 @@ def clipcrawl_extractors() -> list[tuple[str, Extractor | str]]:
                 rows.append((name, f"{reader} not installed"))
             else:
                 rows.append((name, _iter_pairs_extractor(iter_pairs, reader)))
-    try:
-        from clipcrawl.io.wat import iter_wat_metadata
-        from clipcrawl.transforms.wat_pairs import extract_pairs, parse_wat_json
-    except ImportError as error:
-        rows.append(("clipcrawl iter_wat_metadata", f"not importable: {error}"))
-        return rows
-
-    def record_at_a_time(uri: str) -> list[Triple]:
-        found: list[Triple] = []
-        for record in iter_wat_metadata(uri):
-            pairs, _ = extract_pairs(parse_wat_json(record.payload), record.target_uri)
-            found.extend((pair.url, pair.caption, pair.page_url) for pair in pairs)
-        return found
-
-    rows.append(("clipcrawl iter_wat_metadata", record_at_a_time))
     return rows
 
 

@@ -120,6 +120,8 @@ def demo_args(input_dir: str, dataset_dir: str) -> list[str]:
         "--clip_model=clipcrawl-tiny",
         "--clip_pretrained=",
         "--allow_private_addresses",
+        # Every demo image is on one loopback host that we run: no need to pace requests to it.
+        "--per_host_rate=0",
         "--nickname=demo",
         "--force",  # the inputs are regenerated on every demo run (new server port)
         # A few dozen images: worker processes (each importing torch) cost more than they save.

@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-from clipcrawl.io.wat import iter_wat_metadata
+from tests.conftest import wat_records as iter_wat_metadata
 from clipcrawl.transforms.wat_pairs import parse_wat_record
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
