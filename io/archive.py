@@ -106,36 +106,40 @@ def _fast(uri: str, wat_filter: WatFilter | None) -> Iterator[ArchiveRecord | Ba
     from fastwarc.warc import ArchiveIterator
 
     handed_on = 0
-    pending: Frame | None = None
+    pending: tuple[int, ArchiveRecord | BadRecord | object | None] | None = None  # (offset, item)
     try:
         with fsspec.open(uri, "rb") as stream:
             for record in ArchiveIterator(stream, parse_http=False, fsspec_args=False):
-                frame = _fast_frame(record)
+                offset = record.stream_pos
+                item = _fast_item(record, wat_filter)  # may leave the fast path: before yielding
                 if pending is not None:
-                    if frame.offset <= pending.offset:  # one gzip stream for the whole file: no offsets
+                    if offset <= pending[0]:  # one gzip stream for the whole file: no offsets
                         raise _LeaveFastPath
-                    item = _classify(pending, "fastwarc", wat_filter)
-                    if item is not None:
-                        yield item
+                    if pending[1] is not None:
+                        yield pending[1]
                     handed_on += 1
-                pending = frame
+                pending = (offset, item)
     except (OSError, _LeaveFastPath):
         pass
-    yield from _resume(uri, wat_filter, pending.offset if pending is not None else 0, handed_on)
+    yield from _resume(uri, wat_filter, pending[0] if pending is not None else 0, handed_on)
 
 
-def _fast_frame(record: Any) -> Frame:
-    """A fastwarc record as the framer's ``Frame``; ``_LeaveFastPath`` when fastwarc was lenient.
+def _fast_item(record: Any, wat_filter: WatFilter | None) -> ArchiveRecord | BadRecord | object | None:
+    """One fastwarc record, classified; ``_LeaveFastPath`` when fastwarc was lenient.
 
     fastwarc splits header lines on CRLF only, so a record with LF line endings comes out as
-    one long first header; its Content-Length must be a real header that matches the block.
+    one long first header; and it hands on a block cut by the end of the file. Both are left
+    to the careful path. A WAT record the filter turns down costs two header lookups.
     """
     headers = record.headers
     warc_type = headers.get("WARC-Type") or ""
     block = record.reader.read()
     if not warc_type or "\n" in warc_type or record.content_length != len(block):
         raise _LeaveFastPath
-    return Frame(record.stream_pos, _LazyHeaders(headers, warc_type), block)
+    if warc_type == "metadata" and wat_filter is not None:
+        if (headers.get("Content-Type") or "").startswith("application/json") and not wat_filter(block):
+            return SKIPPED
+    return _classify(Frame(record.stream_pos, _LazyHeaders(headers, warc_type), block), "fastwarc", wat_filter)
 
 
 class _LazyHeaders(dict):

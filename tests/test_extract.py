@@ -200,9 +200,9 @@ def _links(document: dict) -> list[dict]:
     return payload.get("HTTP-Response-Metadata", {}).get("HTML-Metadata", {}).get("Links", [])
 
 
-def test_the_plain_absolute_url_shortcut_changes_no_result() -> None:
-    """resolve_image_url returns plain absolute srcs as they are; the full urljoin/urlsplit
-    path must agree on every one of them (fuzzed over URL punctuation)."""
+def test_the_plain_url_shortcuts_change_no_result() -> None:
+    """resolve_image_url joins plain srcs without urljoin; the full urljoin/urlsplit path must
+    agree on every src the shortcut takes (fuzzed over URL punctuation and page shapes)."""
     import random
     from urllib.parse import urljoin, urlsplit
 
@@ -214,11 +214,16 @@ def test_the_plain_absolute_url_shortcut_changes_no_result() -> None:
 
     rng = random.Random(7)
     alphabet = "ab.-/:?=%1@!$'()*+,;&#_~[]\\ "
-    srcs = ["http://a.com/x.jpg", "https://A.COM/x.jpg?w=1", "http://a.com/a/../b.jpg", "http://a.com:8080/x"]
-    srcs += [rng.choice(["http://", "https://"]) + "".join(rng.choices(alphabet, k=rng.randint(0, 14)))
-             for _ in range(30000)]
-    shortcut = [src for src in srcs if pairs._PLAIN_ABSOLUTE.fullmatch(src)]
-    assert len(shortcut) > 300
-    for src in shortcut:
-        for page in ("http://p.org/dir/page.html", "https://p.org/"):
-            assert resolve_image_url(src, page) == full_path(src, page), src
+    prefixes = ["http://", "https://", "/", "//", "", "./", "../", "?", "a/", "HTTP://"]
+    srcs = ["http://a.com/x.jpg", "https://A.COM/x.jpg?w=1", "http://a.com/a/../b.jpg", "/img/x.jpg",
+            "img/x.jpg", "x.jpg?v=2", "/a/./b.jpg", "../x.jpg", "mailto:x", "data:x"]
+    srcs += [rng.choice(prefixes) + "".join(rng.choices(alphabet, k=rng.randint(0, 14))) for _ in range(40000)]
+    pages = ["http://p.org/dir/page.html", "https://p.org/", "http://p.org", "http://p.org/a/../b/c.html",
+             "http://p.org/dir/page.html?q=1", "http://u:pw@P.org:81/d/", "http://p.org/.well/x", "https://p.org//x/y"]
+    taken = 0
+    for src in srcs:
+        for page in pages:
+            if pairs._plain_join(src, page) is not None:
+                taken += 1
+                assert resolve_image_url(src, page) == full_path(src, page), (src, page)
+    assert taken > 5000

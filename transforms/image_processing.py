@@ -45,6 +45,7 @@ _MAGIC_PREFIXES: tuple[bytes, ...] = (
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIDE_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF transpose/rotate by 90 degrees
+_TRANSPOSING_ORIENTATIONS = frozenset(range(2, 9))  # 1 (and junk values) leave the pixels as they are
 
 
 class ResizeMode(enum.StrEnum):
@@ -181,8 +182,10 @@ def decode_rgb(image: Image.Image) -> tuple[Image.Image, bool]:
     """
     try:
         image.load()
-        swapped = image.getexif().get(ExifTags.Base.Orientation, 1) in _SIDE_SWAPPING_ORIENTATIONS
-        return to_rgb(ImageOps.exif_transpose(image)), swapped
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation in _TRANSPOSING_ORIENTATIONS:
+            image = ImageOps.exif_transpose(image)  # otherwise it returns a full-size copy: skip it
+        return to_rgb(image), orientation in _SIDE_SWAPPING_ORIENTATIONS
     except Exception as exc:  # truncated data surfaces here, as OSError, SyntaxError, ...
         raise ImageError(Status.FAILED_TO_DECODE, f"{type(exc).__name__}: {exc}") from exc
 

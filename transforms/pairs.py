@@ -8,6 +8,7 @@ live in one place.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import re
 from urllib.parse import urljoin, urlsplit
@@ -21,6 +22,10 @@ _WHITESPACE = re.compile(r"\s+")
 # plain characters, then path and query characters with no entity, fragment, params, empty
 # query or backslash. Most image srcs are like this; they skip the two parses (bench/extract.py).
 _PLAIN_ABSOLUTE = re.compile(r"https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%!$'()*+,=:@/\-]*)?(?:\?[A-Za-z0-9._~%!$'()*+,=:@/?\-]+)?")
+# Rooted ("/a/b.jpg?x=1") and plain relative ("img/b.jpg") srcs of the same plain characters,
+# with no dot segment: joined onto the page's origin or directory without urljoin.
+_PLAIN_ROOTED = re.compile(r"/[A-Za-z0-9._~%!$'()*+,=:@/\-]*(?:\?[A-Za-z0-9._~%!$'()*+,=:@/?\-]+)?")
+_PLAIN_RELATIVE = re.compile(r"[A-Za-z0-9_~%!$'()*+,=@\-][A-Za-z0-9._~%!$'()*+,=@/\-]*(?:\?[A-Za-z0-9._~%!$'()*+,=:@/?\-]+)?")
 # HTML strips ASCII whitespace around URL attribute values; C0 controls are dropped too.
 _URL_STRIP = "\t\n\f\r \x00\x0b"
 
@@ -67,8 +72,10 @@ def resolve_image_url(src: str, page_url: str, base_href: str | None = None) -> 
     Resolution follows the HTML rule: against ``<base href>`` (itself resolved against the
     page) when present, else the page URL. Fragments are dropped: they never reach a server.
     """
-    if _PLAIN_ABSOLUTE.fullmatch(src) and not base_href:
-        return src
+    if not base_href:
+        shortcut = _plain_join(src, page_url)
+        if shortcut is not None:
+            return shortcut
     src = decode_entities(src).strip(_URL_STRIP)
     if not src:
         return None
@@ -83,3 +90,37 @@ def resolve_image_url(src: str, page_url: str, base_href: str | None = None) -> 
     if parts.scheme.lower() not in ALLOWED_SCHEMES or not parts.hostname:
         return None
     return parts._replace(fragment="").geturl()
+
+
+def _plain_join(src: str, page_url: str) -> str | None:
+    """The join for srcs that need no parsing (most of them), else None for the full path.
+
+    Equal to the full path by construction and by a fuzz test (tests/test_extract.py): no
+    entity, whitespace, fragment, backslash, dot segment or empty segment in the src or in
+    the page path.
+    """
+    if _PLAIN_ABSOLUTE.fullmatch(src):
+        return src
+    if "/." in src or src.startswith(".") or "//" in src:  # urljoin removes dot and empty segments
+        return None
+    if src.startswith("/"):
+        if not _PLAIN_ROOTED.fullmatch(src):
+            return None
+        return _page_prefixes(page_url)[0] + src if _page_prefixes(page_url) else None
+    if not _PLAIN_RELATIVE.fullmatch(src):
+        return None
+    prefixes = _page_prefixes(page_url)
+    return prefixes[1] + src if prefixes else None
+
+
+@functools.lru_cache(maxsize=64)
+def _page_prefixes(page_url: str) -> tuple[str, str] | None:
+    """(origin, directory) of a plain http(s) page URL, or None when the page needs urljoin."""
+    if not _PLAIN_ABSOLUTE.fullmatch(page_url):
+        return None
+    parts = urlsplit(page_url)
+    if "/." in parts.path or "//" in parts.path or not parts.hostname:
+        return None
+    origin = f"{parts.scheme}://{parts.netloc}"
+    directory = parts.path[: parts.path.rfind("/") + 1] or "/"
+    return origin, origin + directory
