@@ -70,11 +70,13 @@ def extract_pairs(document: dict[str, Any], page_url: str) -> tuple[list[Pair], 
         return [], ExtractStats()
     head = metadata.get("Head") if isinstance(metadata.get("Head"), dict) else {}
     base_href = head.get("Base") if isinstance(head.get("Base"), str) else None
+    links = metadata.get("Links")
+    if not isinstance(links, list):
+        return [], ExtractStats()
     pairs: list[Pair] = []
     non_http = 0
-    for link in metadata.get("Links") or ():
-        if not isinstance(link, dict) or link.get("path") != IMAGE_LINK_PATH:
-            continue
+    # Pages carry far more A@/href than IMG@/src links: pick the images out in one comprehension.
+    for link in [link for link in links if type(link) is dict and link.get("path") == IMAGE_LINK_PATH]:
         alt, src = link.get("alt"), link.get("url")
         if not isinstance(alt, str) or not isinstance(src, str):
             continue
