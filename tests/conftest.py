@@ -95,3 +95,14 @@ def wat_records(uri: str) -> list:
     from clipcrawl.io.archive import WAT_JSON, iter_archive
 
     return [record for record in iter_archive(uri) if getattr(record, "kind", None) == WAT_JSON]
+
+
+# Read by hand from the one HTML response record with IMG@/src links in the 2014 WAT (and the
+# same page's <img> tags in the matching WARC): three relative URLs and one absolute.
+PAGE_2014 = "http://0pointer.de/photos/?gallery=Australia&photo=496"
+PAIRS_2014 = [
+    ("http://0pointer.de/photos/galleries/Australia/lq/img-496.jpg", "496"),
+    ("http://0pointer.de/photos/galleries/Australia/thumbs/img-495.jpg", "Previous"),
+    ("http://0pointer.de/photos/galleries/Australia/thumbs/img-497.jpg", "Next"),
+    ("http://creativecommons.org/images/public/somerights20.png", "Creative Commons License"),
+]

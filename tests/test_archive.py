@@ -17,16 +17,9 @@ from clipcrawl.io.archive import HTML, WAT_JSON, iter_archive, resolve_reader
 from clipcrawl.io.warc_framing import BadRecord
 from clipcrawl.transforms.extract import ReadReport, iter_pairs
 from tests.conftest import DATA as DATA_DIR
-from tests.conftest import WAT_2014
+from tests.conftest import PAGE_2014, PAIRS_2014, WAT_2014
 
 READERS = ("fastwarc", "warcio")
-PAGE_2014 = "http://0pointer.de/photos/?gallery=Australia&photo=496"
-PAIRS_2014 = [
-    ("http://0pointer.de/photos/galleries/Australia/lq/img-496.jpg", "496"),
-    ("http://0pointer.de/photos/galleries/Australia/thumbs/img-495.jpg", "Previous"),
-    ("http://0pointer.de/photos/galleries/Australia/thumbs/img-497.jpg", "Next"),
-    ("http://creativecommons.org/images/public/somerights20.png", "Creative Commons License"),
-]
 
 
 def records_2014() -> list[bytes]:

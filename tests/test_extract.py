@@ -10,21 +10,14 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from tests.conftest import wat_records as iter_wat_metadata
+from tests.conftest import PAGE_2014, PAIRS_2014, wat_records as iter_wat_metadata
 from clipcrawl.transforms import metrics
 from clipcrawl.transforms.extract import SAMPLES, SHARD_ERRORS, ExtractPairs
 from clipcrawl.transforms.pairs import BadRecordError, Pair, clean_caption, decode_entities, resolve_image_url
 from clipcrawl.transforms.wat_pairs import extract_pairs, parse_wat_record
 from tests.conftest import WAT_2014, WAT_2014_GZ, WAT_WHIRLWIND, beam_options
 
-PAGE_2014 = "http://0pointer.de/photos/?gallery=Australia&photo=496"
-# Read by hand from the one HTML response record with IMG@/src links in the 2014 WAT.
-EXPECTED_2014 = [
-    Pair("http://0pointer.de/photos/galleries/Australia/lq/img-496.jpg", "496", PAGE_2014),
-    Pair("http://0pointer.de/photos/galleries/Australia/thumbs/img-495.jpg", "Previous", PAGE_2014),
-    Pair("http://0pointer.de/photos/galleries/Australia/thumbs/img-497.jpg", "Next", PAGE_2014),
-    Pair("http://creativecommons.org/images/public/somerights20.png", "Creative Commons License", PAGE_2014),
-]
+EXPECTED_2014 = [Pair(url, caption, PAGE_2014) for url, caption in PAIRS_2014]
 
 
 def all_pairs(path) -> list[Pair]:

@@ -15,7 +15,7 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from clipcrawl.io.archive import target_uri as _target_uri
-from tests.conftest import wat_records as iter_wat_metadata
+from tests.conftest import PAGE_2014, PAIRS_2014, wat_records as iter_wat_metadata
 from clipcrawl.transforms import html_images
 from clipcrawl.transforms.html_images import html_image_pairs, page_codec
 from clipcrawl.transforms.pairs import ExtractStats, Pair
@@ -45,13 +45,7 @@ def pairs_of(path) -> dict[str, list[Pair]]:
 
 # --- 2014: the same page as WARC and as its genuine WAT ---------------------------------------
 
-PAGE_2014 = "http://0pointer.de/photos/?gallery=Australia&photo=496"
-EXPECTED_2014 = [
-    Pair("http://0pointer.de/photos/galleries/Australia/lq/img-496.jpg", "496", PAGE_2014),
-    Pair("http://0pointer.de/photos/galleries/Australia/thumbs/img-495.jpg", "Previous", PAGE_2014),
-    Pair("http://0pointer.de/photos/galleries/Australia/thumbs/img-497.jpg", "Next", PAGE_2014),
-    Pair("http://creativecommons.org/images/public/somerights20.png", "Creative Commons License", PAGE_2014),
-]
+EXPECTED_2014 = [Pair(url, caption, PAGE_2014) for url, caption in PAIRS_2014]
 
 
 def test_2014_warc_page_gives_exactly_the_pairs_of_its_genuine_wat() -> None:

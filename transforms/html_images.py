@@ -23,7 +23,7 @@ import re
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from clipcrawl.transforms.pairs import ExtractStats, Pair, clean_caption, resolve_image_url
+from clipcrawl.transforms.pairs import ExtractStats, Pair, pairs_from_images
 
 _IMG_TAG = re.compile(rb"<img", re.IGNORECASE)
 _TEMPLATE_TAG = re.compile(rb"<template", re.IGNORECASE)
@@ -121,19 +121,6 @@ def html_image_pairs(body: bytes, page_url: str, content_type: str | None = None
     selector = "img, template" if has_template else "img"
     base = parser.css_first("base[href]")
     base_href = base.attributes.get("href") if base is not None else None
-    pairs: list[Pair] = []
-    non_http = 0
-    for image in _images(parser, selector):
-        attributes = image.attributes
-        src, alt = attributes.get("src"), attributes.get("alt")
-        if src is None or not alt:
-            continue
-        caption = clean_caption(alt)
-        if not caption:
-            continue
-        url = resolve_image_url(src, page_url, base_href)
-        if url is None:
-            non_http += 1
-            continue
-        pairs.append(Pair(url=url, caption=caption, page_url=page_url))
-    return pairs, ExtractStats(non_http_links=non_http)
+    # A missing src is None and an empty alt "", both turned down by pairs_from_images.
+    attributes = (image.attributes for image in _images(parser, selector))
+    return pairs_from_images(((attrs.get("src"), attrs.get("alt")) for attrs in attributes), page_url, base_href)

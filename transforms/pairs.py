@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import html
 import re
+from collections.abc import Iterable
 from urllib.parse import urljoin, urlsplit
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
@@ -90,6 +91,30 @@ def resolve_image_url(src: str, page_url: str, base_href: str | None = None) -> 
     if parts.scheme.lower() not in ALLOWED_SCHEMES or not parts.hostname:
         return None
     return parts._replace(fragment="").geturl()
+
+
+def pairs_from_images(
+    images: Iterable[tuple[object, object]], page_url: str, base_href: str | None
+) -> tuple[list[Pair], ExtractStats]:
+    """Pairs from ``(src, alt)`` as written in the page, whatever it was read from (WAT or HTML).
+
+    One rule for both paths: src and alt must be strings, the cleaned alt must not be blank,
+    and the src must resolve to an http(s) URL (else it is counted as a non-http link).
+    """
+    pairs: list[Pair] = []
+    non_http = 0
+    for src, alt in images:
+        if not isinstance(alt, str) or not isinstance(src, str):
+            continue
+        caption = clean_caption(alt)
+        if not caption:
+            continue
+        url = resolve_image_url(src, page_url, base_href)
+        if url is None:
+            non_http += 1
+            continue
+        pairs.append(Pair(url=url, caption=caption, page_url=page_url))
+    return pairs, ExtractStats(non_http_links=non_http)
 
 
 def _plain_join(src: str, page_url: str) -> str | None:

@@ -17,7 +17,7 @@ try:  # orjson parses WAT JSON about 2.5x faster than json (bench/extract.py)
 except ImportError:  # pragma: no cover - orjson is a declared dependency
     _loads = json.loads
 
-from clipcrawl.transforms.pairs import BadRecordError, ExtractStats, Pair, clean_caption, resolve_image_url
+from clipcrawl.transforms.pairs import BadRecordError, ExtractStats, Pair, pairs_from_images
 
 IMAGE_LINK_PATH = "IMG@/src"
 # In the raw bytes, escaped ("IMG@\/src") or not: a record without it holds no image link.
@@ -73,22 +73,9 @@ def extract_pairs(document: dict[str, Any], page_url: str) -> tuple[list[Pair], 
     links = metadata.get("Links")
     if not isinstance(links, list):
         return [], ExtractStats()
-    pairs: list[Pair] = []
-    non_http = 0
     # Pages carry far more A@/href than IMG@/src links: pick the images out in one comprehension.
-    for link in [link for link in links if type(link) is dict and link.get("path") == IMAGE_LINK_PATH]:
-        alt, src = link.get("alt"), link.get("url")
-        if not isinstance(alt, str) or not isinstance(src, str):
-            continue
-        caption = clean_caption(alt)
-        if not caption:
-            continue
-        url = resolve_image_url(src, page_url, base_href)
-        if url is None:
-            non_http += 1
-            continue
-        pairs.append(Pair(url=url, caption=caption, page_url=page_url))
-    return pairs, ExtractStats(non_http_links=non_http)
+    images = [link for link in links if type(link) is dict and link.get("path") == IMAGE_LINK_PATH]
+    return pairs_from_images(((link.get("url"), link.get("alt")) for link in images), page_url, base_href)
 
 
 def parse_wat_record(payload: bytes, page_url: str) -> list[Pair]:
