@@ -1,0 +1,50 @@
+"""clipcrawl's side of the download benchmark, run by ``bench/download.py`` as a subprocess.
+
+    python bench/download_clipcrawl.py URLS.txt CONFIG.json RESULT.json
+
+Drives the download stage's own DoFn without Beam: ``setup()``, then ``process()`` on
+batches of ``threads * 4`` samples (what ``DownloadImages`` asks ``BatchElements`` for),
+then ``teardown()``. RESULT.json holds one status per URL and the CPU seconds
+(``time.process_time``: every thread of this process) and wall seconds of that loop alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from clipcrawl.transforms.download import DownloadConfig, _DownloadBatchFn
+from clipcrawl.transforms.sample import Sample, sample_key
+
+
+def main(urls_path: str, config_path: str, result_path: str) -> None:
+    urls = Path(urls_path).read_text().split()
+    config = DownloadConfig(**{
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in json.loads(Path(config_path).read_text()).items()
+    })
+    samples = [
+        Sample(key=sample_key(0, n), shard_no=0, url=url, caption="bench", page_url=None, source="bench")
+        for n, url in enumerate(urls)
+    ]
+    batch_size = config.threads * 4
+    cpu_began, wall_began = time.process_time(), time.perf_counter()
+    fn = _DownloadBatchFn(config)
+    fn.setup()
+    results = []
+    for start in range(0, len(samples), batch_size):
+        results.extend(fn.process(samples[start : start + batch_size]))
+    fn.teardown()
+    cpu_s, wall_s = time.process_time() - cpu_began, time.perf_counter() - wall_began
+    rows = {
+        result.url: {"ok": result.pending and result.image is not None, "status": result.status,
+                     "error": result.error_message, "width": result.width, "height": result.height}
+        for result in results
+    }
+    Path(result_path).write_text(json.dumps({"cpu_s": cpu_s, "wall_s": wall_s, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
