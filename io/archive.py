@@ -128,25 +128,29 @@ def _fast_item(record: Any, wat_filter: WatFilter | None) -> ArchiveRecord | Bad
     """One fastwarc record, classified; ``_LeaveFastPath`` when fastwarc was lenient.
 
     fastwarc splits header lines on CRLF only, so a record with LF line endings comes out as
-    one long first header; and it hands on a block cut by the end of the file. Both are left
-    to the careful path. A WAT record the filter turns down costs two header lookups.
+    one long first header and an ``unknown`` type; and it hands on a block cut by the end of
+    the file. Both are left to the careful path. The type is an enum: a record that is
+    turned down costs no header lookup.
     """
-    headers = record.headers
-    warc_type = headers.get("WARC-Type") or ""
+    from fastwarc.warc import WarcRecordType
+
+    record_type = record.record_type
     block = record.reader.read()
-    if not warc_type or "\n" in warc_type or record.content_length != len(block):
+    if record_type == WarcRecordType.unknown or record.content_length != len(block):
         raise _LeaveFastPath
-    if warc_type == "metadata" and wat_filter is not None:
-        if (headers.get("Content-Type") or "").startswith("application/json") and not wat_filter(block):
+    if record_type == WarcRecordType.metadata:
+        if wat_filter is not None and not wat_filter(block):
             return SKIPPED
-    return _classify(Frame(record.stream_pos, _LazyHeaders(headers, warc_type), block), "fastwarc", wat_filter)
+    elif record_type != WarcRecordType.response:
+        return None
+    return _classify(Frame(record.stream_pos, _LazyHeaders(record.headers), block), "fastwarc", wat_filter)
 
 
 class _LazyHeaders(dict):
     """The framer's lower-cased header dict, filled from fastwarc's map only when asked."""
 
-    def __init__(self, source: Any, warc_type: str) -> None:
-        super().__init__({"warc-type": warc_type})
+    def __init__(self, source: Any) -> None:
+        super().__init__()
         self._source = source
 
     def __missing__(self, name: str) -> str:
@@ -194,10 +198,10 @@ def _wanted(warc_type: str, content_type: str) -> bool:
 
 def _classify(frame: Frame, reader: str, wat_filter: WatFilter | None) -> ArchiveRecord | BadRecord | object | None:
     warc_type = frame.header("WARC-Type")
+    if warc_type == "metadata" and wat_filter is not None and not wat_filter(frame.block):
+        return SKIPPED  # before the Content-Type test: the fast path skips without reading headers
     if not _wanted(warc_type, frame.header("Content-Type")):
         return None
-    if warc_type == "metadata" and wat_filter is not None and not wat_filter(frame.block):
-        return SKIPPED
     uri = target_uri(frame.header("WARC-Target-URI"))
     record_id = frame.header("WARC-Record-ID")
     if warc_type == "metadata":

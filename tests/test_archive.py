@@ -48,6 +48,16 @@ def test_both_readers_give_the_same_records_on_every_fixture(name: str) -> None:
     assert not [item for item in iter_archive(uri) if isinstance(item, BadRecord)]
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA_DIR.iterdir() if p.name != "PROVENANCE.md"))
+def test_both_readers_give_the_same_pairs_and_report_on_every_fixture(name: str) -> None:
+    found = []
+    for reader in READERS:
+        report = ReadReport()
+        pairs = list(iter_pairs(str(DATA_DIR / name), reader, report))
+        found.append((pairs, report.records, dict(report.bad_records), report.non_http_links))
+    assert found[0] == found[1]
+
+
 @pytest.mark.parametrize(
     ("name", "kind", "count"),
     [

@@ -151,7 +151,9 @@ def test_per_host_connection_limit_holds_at_the_server(limit: int) -> None:
 
     with hs.HostileServer({"/slow.jpg": slow_image}) as server:
         batch = [sample(server.url(f"/slow.jpg?{n}"), n) for n in range(8)]
-        fn = _DownloadBatchFn(hostile_config(server, threads=8, per_host_connections=limit, total_timeout=5.0))
+        # Generous timeouts: only the limit is under test, and a loaded CI machine is slow.
+        fn = _DownloadBatchFn(hostile_config(server, threads=8, per_host_connections=limit, total_timeout=30.0,
+                                             read_timeout=10.0, connect_timeout=10.0))
         fn.setup()
         try:
             results = list(fn.process(batch))

@@ -26,7 +26,7 @@ from clipcrawl.transforms.html_images import html_image_pairs
 from clipcrawl.transforms.pairs import BadRecordError, ExtractStats, Pair
 from clipcrawl.transforms.sample import Sample, sample_key
 from clipcrawl.transforms.status import Status
-from clipcrawl.transforms.wat_pairs import extract_pairs, may_hold_image_links, parse_wat_json
+from clipcrawl.transforms.wat_pairs import may_hold_image_links, wat_record_pairs
 
 _LOG = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def iter_pairs(uri: str, reader: str = "auto", report: ReadReport | None = None)
 
 def _record_pairs(kind: str, payload: bytes, page_url: str, content_type: str) -> tuple[list[Pair], ExtractStats]:
     if kind == WAT_JSON:
-        return extract_pairs(parse_wat_json(payload), page_url)
+        return wat_record_pairs(payload, page_url)
     if kind == HTML:
         return html_image_pairs(payload, page_url, content_type)
     raise ValueError(f"unknown record kind {kind!r}")

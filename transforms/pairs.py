@@ -64,6 +64,9 @@ def decode_entities(text: str) -> str:
 
 def clean_caption(alt: str) -> str:
     """Alt text as a caption: entities decoded, whitespace runs collapsed, ends trimmed."""
+    # Most alts need none of it: no entity, no whitespace but single inner spaces.
+    if "&" not in alt and alt.isprintable() and "  " not in alt and alt[:1] != " " and alt[-1:] != " ":
+        return alt
     return _WHITESPACE.sub(" ", decode_entities(alt)).strip()
 
 
