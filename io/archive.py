@@ -143,7 +143,8 @@ def _fast_item(record: Any, wat_filter: WatFilter | None) -> ArchiveRecord | Bad
             return SKIPPED
     elif record_type != WarcRecordType.response:
         return None
-    return _classify(Frame(record.stream_pos, _LazyHeaders(record.headers), block), "fastwarc", wat_filter)
+    # The filter has passed: not asked again.
+    return _classify(Frame(record.stream_pos, _LazyHeaders(record.headers), block), "fastwarc", None)
 
 
 class _LazyHeaders(dict):

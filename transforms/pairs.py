@@ -123,10 +123,13 @@ def pairs_from_images(
 def _plain_join(src: str, page_url: str) -> str | None:
     """The join for srcs that need no parsing (most of them), else None for the full path.
 
-    Equal to the full path by construction and by a fuzz test (tests/test_extract.py): no
-    entity, whitespace, fragment, backslash, dot segment or empty segment in the src or in
-    the page path.
+    Equal to the full path by construction and by a fuzz test (tests/test_extract.py): the
+    src is trimmed and its fragment cut (both happen on the full path too); what is left has
+    no entity, whitespace, backslash, dot segment or empty segment, nor has the page path.
     """
+    src, _, _ = src.strip(_URL_STRIP).partition("#")
+    if not src or "&" in src:
+        return None
     if _PLAIN_ABSOLUTE.fullmatch(src):
         return src
     if "/." in src or src.startswith(".") or "//" in src:  # urljoin removes dot and empty segments
@@ -134,7 +137,8 @@ def _plain_join(src: str, page_url: str) -> str | None:
     if src.startswith("/"):
         if not _PLAIN_ROOTED.fullmatch(src):
             return None
-        return _page_prefixes(page_url)[0] + src if _page_prefixes(page_url) else None
+        prefixes = _page_prefixes(page_url)
+        return prefixes[0] + src if prefixes else None
     if not _PLAIN_RELATIVE.fullmatch(src):
         return None
     prefixes = _page_prefixes(page_url)
