@@ -101,17 +101,29 @@ def _fast(uri: str, wat_filter: WatFilter | None) -> Iterator[ArchiveRecord | Ba
 
     The last record fastwarc parsed is held back: the careful path re-reads it from its
     offset, whether fastwarc failed on the next one or reached the end (where fastwarc stops
-    quietly on a cut record or header, and the careful path says so).
+    quietly on a cut record or header, and the careful path says so). fastwarc splits header
+    lines on CRLF only, so a record with LF line endings comes out with an ``unknown`` type;
+    and it hands on a block cut by the end of the file. Both leave the fast path. The loop is
+    written out flat: it runs once per record, and a record turned down by ``wat_filter``
+    costs no header lookup.
     """
-    from fastwarc.warc import ArchiveIterator
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
 
+    unknown, metadata, response = WarcRecordType.unknown, WarcRecordType.metadata, WarcRecordType.response
     handed_on = 0
     pending: tuple[int, ArchiveRecord | BadRecord | object | None] | None = None  # (offset, item)
     try:
         with fsspec.open(uri, "rb") as stream:
             for record in ArchiveIterator(stream, parse_http=False, fsspec_args=False):
-                offset = record.stream_pos
-                item = _fast_item(record, wat_filter)  # may leave the fast path: before yielding
+                offset, record_type, block = record.stream_pos, record.record_type, record.reader.read()
+                if record_type == unknown or record.content_length != len(block):
+                    raise _LeaveFastPath
+                if record_type == metadata and wat_filter is not None and not wat_filter(block):
+                    item: ArchiveRecord | BadRecord | object | None = SKIPPED
+                elif record_type == metadata or record_type == response:  # the filter has passed: not again
+                    item = _classify(Frame(offset, _LazyHeaders(record.headers), block), "fastwarc", None)
+                else:
+                    item = None
                 if pending is not None:
                     if offset <= pending[0]:  # one gzip stream for the whole file: no offsets
                         raise _LeaveFastPath
@@ -122,29 +134,6 @@ def _fast(uri: str, wat_filter: WatFilter | None) -> Iterator[ArchiveRecord | Ba
     except (OSError, _LeaveFastPath):
         pass
     yield from _resume(uri, wat_filter, pending[0] if pending is not None else 0, handed_on)
-
-
-def _fast_item(record: Any, wat_filter: WatFilter | None) -> ArchiveRecord | BadRecord | object | None:
-    """One fastwarc record, classified; ``_LeaveFastPath`` when fastwarc was lenient.
-
-    fastwarc splits header lines on CRLF only, so a record with LF line endings comes out as
-    one long first header and an ``unknown`` type; and it hands on a block cut by the end of
-    the file. Both are left to the careful path. The type is an enum: a record that is
-    turned down costs no header lookup.
-    """
-    from fastwarc.warc import WarcRecordType
-
-    record_type = record.record_type
-    block = record.reader.read()
-    if record_type == WarcRecordType.unknown or record.content_length != len(block):
-        raise _LeaveFastPath
-    if record_type == WarcRecordType.metadata:
-        if wat_filter is not None and not wat_filter(block):
-            return SKIPPED
-    elif record_type != WarcRecordType.response:
-        return None
-    # The filter has passed: not asked again.
-    return _classify(Frame(record.stream_pos, _LazyHeaders(record.headers), block), "fastwarc", None)
 
 
 class _LazyHeaders(dict):
