@@ -207,13 +207,14 @@ def test_the_plain_url_shortcuts_change_no_result() -> None:
 
     rng = random.Random(7)
     alphabet = "ab.-/:?=%1@!$'()*+,;&#_~[]\\ \t"
-    prefixes = ["http://", "https://", "/", "//", "", "./", "../", "?", "a/", "HTTP://", " ", "#", " http://"]
+    prefixes = ["http://", "https://", "/", "//", "", "./", "../", "?", "a/", "HTTP://", " ", "#", " http://", "&amp;",
+                "//a.b/"]
     srcs = ["http://a.com/x.jpg", "https://A.COM/x.jpg?w=1", "http://a.com/a/../b.jpg", "/img/x.jpg",
             "img/x.jpg", "x.jpg?v=2", "/a/./b.jpg", "../x.jpg", "mailto:x", "data:x"]
     srcs += [rng.choice(prefixes) + "".join(rng.choices(alphabet, k=rng.randint(0, 14))) for _ in range(40000)]
     pages = ["http://p.org/dir/page.html", "https://p.org/", "http://p.org", "http://p.org/a/../b/c.html",
              "http://p.org/dir/page.html?q=1", "http://u:pw@P.org:81/d/", "http://p.org/.well/x", "https://p.org//x/y",
-             "http://p.org/d/#frag"]
+             "http://p.org/d/#frag", "https://p.org/i.php?a=1&b=%20#x", "http://p.org/a&b/c", "HTTP://p.org/x"]
     taken = 0
     for src in srcs:
         for page in pages:

@@ -22,11 +22,13 @@ _WHITESPACE = re.compile(r"\s+")
 # An absolute http(s) URL that urljoin and urlsplit/geturl give back unchanged: a host of
 # plain characters, then path and query characters with no entity, fragment, params, empty
 # query or backslash. Most image srcs are like this; they skip the two parses (bench/extract.py).
-_PLAIN_ABSOLUTE = re.compile(r"https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%!$'()*+,=:@/\-]*)?(?:\?[A-Za-z0-9._~%!$'()*+,=:@/?\-]+)?")
+_PLAIN_ABSOLUTE = re.compile(r"https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%!$&'()*+,=:@/\-]*)?(?:\?[A-Za-z0-9._~%!$&'()*+,=:@/?\-]+)?")
+# The same, for a page URL: only its scheme, host and path matter (the query is replaced).
+_PLAIN_PAGE = re.compile(r"https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%!$&'()*+,=:@/\-]*)?(?:\?[^#]*)?(?:#.*)?")
 # Rooted ("/a/b.jpg?x=1") and plain relative ("img/b.jpg") srcs of the same plain characters,
 # with no dot segment: joined onto the page's origin or directory without urljoin.
-_PLAIN_ROOTED = re.compile(r"/[A-Za-z0-9._~%!$'()*+,=:@/\-]*(?:\?[A-Za-z0-9._~%!$'()*+,=:@/?\-]+)?")
-_PLAIN_RELATIVE = re.compile(r"[A-Za-z0-9_~%!$'()*+,=@\-][A-Za-z0-9._~%!$'()*+,=@/\-]*(?:\?[A-Za-z0-9._~%!$'()*+,=:@/?\-]+)?")
+_PLAIN_ROOTED = re.compile(r"/[A-Za-z0-9._~%!$&'()*+,=:@/\-]*(?:\?[A-Za-z0-9._~%!$&'()*+,=:@/?\-]+)?")
+_PLAIN_RELATIVE = re.compile(r"[A-Za-z0-9_~%!$&'()*+,=@\-][A-Za-z0-9._~%!$&'()*+,=@/\-]*(?:\?[A-Za-z0-9._~%!$&'()*+,=:@/?\-]+)?")
 # HTML strips ASCII whitespace around URL attribute values; C0 controls are dropped too.
 _URL_STRIP = "\t\n\f\r \x00\x0b"
 
@@ -128,10 +130,14 @@ def _plain_join(src: str, page_url: str) -> str | None:
     no entity, whitespace, backslash, dot segment or empty segment, nor has the page path.
     """
     src, _, _ = src.strip(_URL_STRIP).partition("#")
-    if not src or "&" in src:
+    if not src or ("&" in src and ";" in src):  # a character reference needs its ';'
         return None
     if _PLAIN_ABSOLUTE.fullmatch(src):
         return src
+    if src.startswith("//"):  # scheme-relative: the page's scheme
+        prefixes = _page_prefixes(page_url)
+        absolute = f"{prefixes[2]}:{src}" if prefixes else ""
+        return absolute if _PLAIN_ABSOLUTE.fullmatch(absolute) else None
     if "/." in src or src.startswith(".") or "//" in src:  # urljoin removes dot and empty segments
         return None
     if src.startswith("/"):
@@ -146,13 +152,13 @@ def _plain_join(src: str, page_url: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _page_prefixes(page_url: str) -> tuple[str, str] | None:
-    """(origin, directory) of a plain http(s) page URL, or None when the page needs urljoin."""
-    if not _PLAIN_ABSOLUTE.fullmatch(page_url):
+def _page_prefixes(page_url: str) -> tuple[str, str, str] | None:
+    """(origin, directory, scheme) of a plain http(s) page URL, or None when it needs urljoin."""
+    if not _PLAIN_PAGE.fullmatch(page_url):
         return None
     parts = urlsplit(page_url)
     if "/." in parts.path or "//" in parts.path or not parts.hostname:
         return None
     origin = f"{parts.scheme}://{parts.netloc}"
     directory = parts.path[: parts.path.rfind("/") + 1] or "/"
-    return origin, origin + directory
+    return origin, origin + directory, parts.scheme
