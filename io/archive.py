@@ -24,7 +24,7 @@ from typing import Any
 import fsspec
 
 from clipcrawl.io.decompress import is_gzip, iter_members, iter_plain
-from clipcrawl.io.warc_framing import BadRecord, Frame, iter_frames
+from clipcrawl.io.warc_framing import MAX_RECORD_BYTES, BadRecord, Frame, iter_frames
 
 READERS = ("auto", "fastwarc", "warcio")
 WAT_JSON = "wat"
@@ -93,7 +93,7 @@ def _careful(
 
 
 class _LeaveFastPath(Exception):
-    """fastwarc read something it should have refused (no WARC-Type, a short block)."""
+    """fastwarc read something it should have refused (an unknown record type, a short block)."""
 
 
 def _fast(uri: str, wat_filter: WatFilter | None) -> Iterator[ArchiveRecord | BadRecord | object]:
@@ -115,11 +115,16 @@ def _fast(uri: str, wat_filter: WatFilter | None) -> Iterator[ArchiveRecord | Ba
     try:
         with fsspec.open(uri, "rb") as stream:
             for record in ArchiveIterator(stream, parse_http=False, fsspec_args=False):
-                offset, record_type, block = record.stream_pos, record.record_type, record.reader.read()
-                if record_type == unknown or record.content_length != len(block):
+                offset, record_type, length = record.stream_pos, record.record_type, record.content_length
+                block = record.reader.read() if length <= MAX_RECORD_BYTES else b""
+                if record_type == unknown or (length != len(block) and length <= MAX_RECORD_BYTES):
                     raise _LeaveFastPath
-                if record_type == metadata and wat_filter is not None and not wat_filter(block):
-                    item: ArchiveRecord | BadRecord | object | None = SKIPPED
+                if length > MAX_RECORD_BYTES:  # as the careful path says it; fastwarc skips the block
+                    item: ArchiveRecord | BadRecord | object | None = BadRecord(
+                        offset, "too_large", f"record of {length} bytes is over the {MAX_RECORD_BYTES}-byte limit",
+                        record.headers.get("WARC-Record-ID") or "")
+                elif record_type == metadata and wat_filter is not None and not wat_filter(block):
+                    item = SKIPPED
                 elif record_type == metadata or record_type == response:  # the filter has passed: not again
                     item = _classify(Frame(offset, _LazyHeaders(record.headers), block), "fastwarc", None)
                 else:

@@ -206,3 +206,17 @@ def test_auto_falls_back_to_warcio_without_fastwarc(monkeypatch) -> None:
     assert resolve_reader("auto") == "warcio"
     with pytest.raises(ValueError, match="fastwarc is not installed"):
         resolve_reader("fastwarc")
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_record_over_the_size_limit_is_reported_and_skipped(tmp_path, reader, monkeypatch) -> None:
+    import clipcrawl.io.archive as archive
+    import clipcrawl.io.warc_framing as framing
+
+    monkeypatch.setattr(framing, "MAX_RECORD_BYTES", 5000)
+    monkeypatch.setattr(archive, "MAX_RECORD_BYTES", 5000)
+    uri = write(tmp_path / "big.wat.gz", records_2014(), gz=True)
+    report = ReadReport()
+    assert list(iter_pairs(uri, reader, report)) == []  # the pairs are in the 5,356-byte record
+    assert dict(report.bad_records) == {"too_large": 1}
+    assert report.records == 8

@@ -102,7 +102,7 @@ def iter_pairs(uri: str, reader: str = "auto", report: ReadReport | None = None)
         try:
             pairs, stats = _record_pairs(record.kind, record.payload, record.target_uri, record.content_type)
         except BadRecordError as error:
-            report.bad(error.kind, record.record_id, str(error))
+            report.bad(error.kind, record.record_id or record.target_uri, str(error))
             continue
         report.non_http_links += stats.non_http_links
         yield from pairs
