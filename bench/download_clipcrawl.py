@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
+
 from clipcrawl.transforms.download import DownloadConfig, _DownloadBatchFn
 from clipcrawl.transforms.sample import Sample, sample_key
 
@@ -33,10 +36,13 @@ def main(urls_path: str, config_path: str, result_path: str) -> None:
     cpu_began, wall_began = time.process_time(), time.perf_counter()
     fn = _DownloadBatchFn(config)
     fn.setup()
-    results = []
-    for start in range(0, len(samples), batch_size):
-        results.extend(fn.process(samples[start : start + batch_size]))
+    fn.start_bundle()
+    handed_on = []
+    for start in range(0, len(samples), batch_size):  # as Beam calls it: one bundle of batches
+        handed_on.extend(fn.process(samples[start : start + batch_size], Timestamp(0), GlobalWindow()))
+    handed_on.extend(fn.finish_bundle())
     fn.teardown()
+    results = [windowed.value for windowed in handed_on]
     cpu_s, wall_s = time.process_time() - cpu_began, time.perf_counter() - wall_began
     rows = {
         result.url: {"ok": result.pending and result.image is not None, "status": result.status,

@@ -106,3 +106,16 @@ PAIRS_2014 = [
     ("http://0pointer.de/photos/galleries/Australia/thumbs/img-497.jpg", "Next"),
     ("http://creativecommons.org/images/public/somerights20.png", "Creative Commons License"),
 ]
+
+
+def run_download_fn(fn, *batches: list) -> list:
+    """Feeds batches to a set-up download DoFn as one bundle; the samples, in key order."""
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    fn.start_bundle()
+    handed_on = []
+    for batch in batches:
+        handed_on += list(fn.process(batch, Timestamp(0), GlobalWindow()))
+    handed_on += list(fn.finish_bundle())
+    return sorted((windowed.value for windowed in handed_on), key=lambda sample: sample.key)

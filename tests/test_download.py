@@ -34,6 +34,7 @@ from clipcrawl.transforms.politeness import HostBusyError, robots_tag_opt_out
 from clipcrawl.transforms.image_processing import ImageError
 from clipcrawl.transforms.sample import Sample
 from clipcrawl.transforms.status import Status
+from tests.conftest import run_download_fn
 
 # Loopback tests must opt in to private addresses; small timeouts keep failures fast; no
 # per-host rate limit so the suite stays quick (the limits have tests of their own).
@@ -352,7 +353,7 @@ def test_batch_fn_downloads_concurrently_and_in_order(server: ImageServer) -> No
     fn = _DownloadBatchFn(LOCAL)
     fn.setup()
     try:
-        results = list(fn.process(batch))
+        results = run_download_fn(fn, batch)
     finally:
         fn.teardown()
     assert [r.key for r in results] == [s.key for s in batch]
@@ -399,7 +400,7 @@ def test_a_sample_that_already_has_its_image_passes_through_unfetched(server: Im
     fn = _DownloadBatchFn(LOCAL)
     fn.setup()
     try:
-        results = list(fn.process([carried]))
+        results = run_download_fn(fn, [carried])
     finally:
         fn.teardown()
     assert results == [carried]

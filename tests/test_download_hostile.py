@@ -18,6 +18,7 @@ from PIL import Image
 from clipcrawl.transforms.download import DownloadConfig, Fetcher, _DownloadBatchFn, download_sample
 from clipcrawl.transforms.sample import Sample
 from clipcrawl.transforms.status import Status
+from tests.conftest import run_download_fn
 from tests import hostile_server as hs
 
 
@@ -241,7 +242,7 @@ def test_a_batch_of_every_case_finishes_with_one_row_each(server: hs.HostileServ
     fn = _DownloadBatchFn(hostile_config(server, threads=16, per_host_connections=0))
     fn.setup()
     try:
-        results = list(fn.process(batch))
+        results = run_download_fn(fn, batch)
     finally:
         fn.teardown()
     expected = {server.url(path): status for path, status, _ in CASES}

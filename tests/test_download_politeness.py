@@ -13,6 +13,7 @@ from clipcrawl.transforms.guarded_http import DnsCache
 from clipcrawl.transforms.politeness import HostBusyError, HostGate, retry_after_seconds, tdm_reserved
 from clipcrawl.transforms.robots import RobotsFetch, robots_url_for, rules_from_fetch
 from clipcrawl.transforms.status import Status
+from tests.conftest import run_download_fn
 from tests import hostile_server as hs
 from tests.test_download_hostile import JPEG, hostile_config, sample
 
@@ -156,7 +157,7 @@ def test_per_host_connection_limit_holds_at_the_server(limit: int) -> None:
                                              read_timeout=10.0, connect_timeout=10.0))
         fn.setup()
         try:
-            results = list(fn.process(batch))
+            results = run_download_fn(fn, batch)
         finally:
             fn.teardown()
         assert [r.status for r in results] == [Status.PENDING] * 8
@@ -178,3 +179,33 @@ def test_dns_cache_answers_repeat_lookups_until_the_ttl() -> None:
     now[0] = 11.0
     cache("a.example", 80)
     assert calls == ["a.example", "a.example"]
+
+
+def test_a_slow_server_does_not_hold_up_the_rest_of_its_batch() -> None:
+    """The held image answers only once the test says so, after process() has handed on the
+    fast ones; waiting for the whole batch would time it out instead."""
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    release = threading.Event()
+
+    def held_image(conn: object, request: hs.Request) -> None:
+        release.wait(10)
+        hs.send(JPEG)(conn, request)  # type: ignore[arg-type]
+
+    with hs.HostileServer({"/held.jpg": held_image, "/fast.jpg": hs.send(JPEG)}) as server:
+        batch = [sample(server.url("/held.jpg"), 0)] + [sample(server.url(f"/fast.jpg?{n}"), n) for n in range(1, 6)]
+        config = hostile_config(server, threads=4, per_host_connections=0, total_timeout=8.0, read_timeout=8.0)
+        fn = _DownloadBatchFn(config, max_in_flight=1)
+        fn.setup()
+        try:
+            fn.start_bundle()
+            early = [windowed.value for windowed in fn.process(batch, Timestamp(0), GlobalWindow())]
+            release.set()
+            late = [windowed.value for windowed in fn.finish_bundle()]
+        finally:
+            release.set()
+            fn.teardown()
+    assert sorted(s.key for s in early) == sorted(s.key for s in batch[1:])
+    assert [(s.key, s.status) for s in late] == [(batch[0].key, Status.PENDING)]
+    assert late[0].image is not None

@@ -14,8 +14,10 @@ import dataclasses
 import http.client
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
+from apache_beam.utils.windowed_value import WindowedValue
 import requests
 import urllib3.exceptions
 
@@ -114,10 +116,19 @@ def interleave_by_host(samples: list[Sample]) -> list[int]:
 
 
 class _DownloadBatchFn(beam.DoFn):
-    """Downloads a batch of pending samples on a thread pool; counts in the bundle thread."""
+    """Downloads pending samples on a thread pool, with downloads in flight across batches.
 
-    def __init__(self, config: DownloadConfig) -> None:
+    Waiting for a whole batch would let one slow server (up to ``total_timeout``) hold up
+    every other image of its batch, and a crawl has a slow server in almost every batch. So
+    ``process`` only submits, hands on what has finished, and waits only while more than
+    ``max_in_flight`` are running; ``finish_bundle`` hands on the rest. Results keep their
+    element's timestamp and window. Counting happens in the bundle thread, where Beam's
+    metrics count.
+    """
+
+    def __init__(self, config: DownloadConfig, max_in_flight: int | None = None) -> None:
         self._config = config
+        self._max_in_flight = max_in_flight if max_in_flight is not None else config.threads * 4
 
     def setup(self) -> None:
         self._fetcher = Fetcher(self._config)
@@ -126,18 +137,38 @@ class _DownloadBatchFn(beam.DoFn):
         )
         self._counters = StageCounters(DOWNLOAD)
 
-    def process(self, batch: list[Sample]) -> Iterator[Sample]:
-        order = interleave_by_host(batch)
-        futures = {index: self._executor.submit(download_sample, self._fetcher, batch[index]) for index in order}
-        # Beam metrics only count in the thread running the bundle, so count here.
-        for index in range(len(batch)):
-            result = futures[index].result()
-            self._counters.total.inc()
-            if result.pending:
-                self._counters.forwarded.inc()
-            else:
-                self._counters.drop(result.status)
-            yield result
+    def start_bundle(self) -> None:
+        self._in_flight: dict[concurrent.futures.Future, tuple[Any, Any]] = {}
+
+    def process(
+        self, batch: list[Sample], timestamp: Any = beam.DoFn.TimestampParam, window: Any = beam.DoFn.WindowParam
+    ) -> Iterator[Any]:
+        for index in interleave_by_host(batch):
+            future = self._executor.submit(download_sample, self._fetcher, batch[index])
+            self._in_flight[future] = (timestamp, window)
+        yield from self._hand_on(keep=self._max_in_flight)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        yield from self._hand_on(keep=0)
+
+    def _hand_on(self, keep: int) -> Iterator[WindowedValue]:
+        """Every finished download; waits for more to finish while over ``keep`` are running."""
+        while True:
+            done = [future for future in self._in_flight if future.done()]
+            if not done and len(self._in_flight) > keep:
+                concurrent.futures.wait(self._in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                continue
+            if not done:
+                return
+            for future in done:
+                timestamp, window = self._in_flight.pop(future)
+                result = future.result()
+                self._counters.total.inc()
+                if result.pending:
+                    self._counters.forwarded.inc()
+                else:
+                    self._counters.drop(result.status)
+                yield WindowedValue(result, timestamp, [window])
 
     def teardown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
