@@ -1,14 +1,14 @@
-"""The ``clipcrawl`` command: ``run``, ``demo`` and ``status``."""
+"""The ``clipcrawl`` command: ``run`` and ``demo`` here, the other commands in their own modules."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from clipcrawl.io.inputs import InputError
 
@@ -78,51 +78,30 @@ def cmd_demo(argv: Sequence[str]) -> int:
     return 0 if summary.ledger["shards"]["failed"] == 0 else 1
 
 
-def cmd_status(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="clipcrawl status", description="Summary of the shard ledger.")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--coordinator", help="SQLAlchemy URL of the ledger.")
-    where.add_argument("--output", help="A local output directory (its default SQLite ledger).")
-    parser.add_argument("--json", action="store_true", help="Print JSON for machines.")
-    args = parser.parse_args(argv)
-    from clipcrawl.io.coordinator import Coordinator, mask_url
-    from clipcrawl.pipelines.options import default_coordinator_url
-
-    url = args.coordinator or default_coordinator_url(args.output)
-    if url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
-        print(f"error: no ledger at {url}", file=sys.stderr)
-        return EXIT_USAGE
-    coordinator = Coordinator(url)
-    try:
-        summary = coordinator.summary()
-    finally:
-        coordinator.close()
-    if args.json:
-        print(json.dumps({"coordinator": mask_url(url), **summary}, indent=2))
-        return 0
-    shards = summary["shards"]
-    print(f"coordinator:  {mask_url(url)}")
-    print(f"shards:       {sum(shards.values())} registered: " + ", ".join(f"{n} {s}" for s, n in shards.items()))
-    print(f"pairs:        {summary['pairs_extracted']} extracted")
-    print(f"images:       {summary['images_downloaded']} downloaded")
-    print(f"kept:         {summary['pairs_kept']}")
-    print(f"written:      {summary['bytes_written']} bytes")
-    return 0
+# Each command is ``module:function`` taking argv and returning the exit code; modules are
+# imported only when their command runs, so ``clipcrawl --help`` stays fast.
+COMMANDS = {
+    "run": "clipcrawl.pipelines.cli:cmd_run",
+    "demo": "clipcrawl.pipelines.cli:cmd_demo",
+    "status": "clipcrawl.pipelines.status:main",
+}
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "status": cmd_status}
+def _command(name: str) -> Callable[[Sequence[str]], int]:
+    module, function = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: clipcrawl {run,demo,status} [options]  (clipcrawl COMMAND --help for each)")
+        print(f"usage: clipcrawl {{{','.join(COMMANDS)}}} [options]  (clipcrawl COMMAND --help for each)")
         return 0 if argv and argv[0] in ("-h", "--help") else EXIT_USAGE
     logging.basicConfig(level=os.environ.get("CLIPCRAWL_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     from clipcrawl.pipelines.options import OptionsError
 
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        return _command(argv[0])(argv[1:])
     except (OptionsError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
