@@ -40,10 +40,28 @@ setup(
         "torch>=2.1",
         "torchvision>=0.16",
         "open_clip_torch>=2.24",
+        "rich>=13",  # live progress display for local runs (quiet when not a terminal)
+        "matplotlib>=3.7",  # plots in `clipcrawl report`
     ],
     extras_require={
         "fast": ["fastwarc>=2.0"],  # Rust gzip for WAT/WARC: ~2x zlib (bench/extract.py)
-        "test": ["pytest>=8", "setuptools>=64", "fastwarc>=2.0"],  # tests compare both readers
+        "postgres": ["psycopg[binary]>=3.1"],  # the ledger on PostgreSQL (postgresql+psycopg://)
+        "s3": ["s3fs>=2023.1"],  # s3:// inputs and outputs through fsspec
+        "gcp": ["apache-beam[gcp]"],  # DataflowRunner (and gs:// through Beam's filesystems)
+        "dask": ["dask[distributed]>=2024.1"],  # Beam's DaskRunner
+        "test": [
+            "pytest>=8",
+            "setuptools>=64",
+            "fastwarc>=2.0",  # tests compare both readers
+            "psycopg[binary]>=3.1",  # ledger tests against a real PostgreSQL server
+            "s3fs>=2023.1",
+            "moto[server]>=5",  # a real S3 endpoint on loopback for the s3:// output test
+            "apache-beam[gcp]",  # DataflowRunner --dry_run builds the job graph offline
+            "dask[distributed]>=2024.1",
+            "selenium>=4.10",  # drives Debian's chromium to check the HTML report renders
+            "duckdb>=1.0",  # the output-reading recipes are tested
+            "datasets>=2.14",
+        ],
     },
     entry_points={"console_scripts": ["clipcrawl=clipcrawl.pipelines.cli:main"]},
 )

@@ -145,6 +145,9 @@ class ClipOptions(PipelineOptions):
         group.add_argument("--clip_device", default=c.device, help="auto (cuda when present), cpu, cuda, cuda:N.")
         group.add_argument("--clip_precision", default=c.precision, choices=["fp32", "fp16", "bf16"],
                            help="Model precision.")
+        group.add_argument("--clip_accelerator", default=None,
+                           help="Beam accelerator resource hint on the scoring step, e.g. "
+                           "'type:nvidia-l4;count:1;install-nvidia-driver' (Dataflow runs scoring on GPU workers).")
 
 
 class OutputOptions(PipelineOptions):
@@ -283,4 +286,5 @@ def _clip_config(o: ClipOptions) -> ClipConfig:
         max_batch_size=o.clip_batch_size,
         device=o.clip_device,
         precision=o.clip_precision,
+        accelerator=o.clip_accelerator,
     )

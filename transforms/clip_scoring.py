@@ -42,6 +42,9 @@ class ClipConfig:
     max_batch_duration_secs: int | None = None  # streaming only: flush a partial batch after this
     device: str = "auto"
     precision: str = "fp32"
+    # Beam accelerator resource hint on the scoring step, e.g. "type:nvidia-l4;count:1;install-nvidia-driver":
+    # Dataflow right fitting then runs scoring on GPU workers and everything else on CPU workers.
+    accelerator: str | None = None
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:
@@ -56,6 +59,8 @@ class ClipConfig:
             raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.accelerator is not None and not self.accelerator.strip():
+            raise ValueError("accelerator hint is empty; leave it out or give e.g. type:nvidia-l4;count:1")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "ClipConfig":
@@ -178,4 +183,7 @@ class ScoreWithClip(beam.PTransform):
         self._handler = model_handler
 
     def expand(self, samples: beam.PCollection) -> beam.PCollection:
-        return samples | "ScorePending" >> OnPending(_Score(self._handler, self._config.threshold))
+        score = _Score(self._handler, self._config.threshold)
+        if self._config.accelerator:
+            score = score.with_resource_hints(accelerator=self._config.accelerator)
+        return samples | "ScorePending" >> OnPending(score)
