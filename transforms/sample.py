@@ -53,6 +53,13 @@ class Sample:
     fetch_time: float | None = None  # unix seconds when the response arrived
     fetch_seconds: float | None = None  # request start to body read
     downloaded_bytes: int | None = None
+    # Filled by the scoring stage when asked: normalized CLIP features as float16 bytes (written
+    # to the shard's .npy files, never to parquet or json), prompt-tag scores (parquet columns),
+    # and a small JPEG of some rejected images (for the report; the full image is dropped).
+    image_embedding: bytes | None = dataclasses.field(default=None, repr=False)
+    text_embedding: bytes | None = dataclasses.field(default=None, repr=False)
+    tags: dict[str, float] | None = None
+    preview: bytes | None = dataclasses.field(default=None, repr=False)
 
     @property
     def pending(self) -> bool:
@@ -63,7 +70,12 @@ class Sample:
         return dataclasses.replace(self, status=status.value, error_message=error_message, image=None)
 
     def metadata(self) -> dict[str, Any]:
-        """Every field except the image bytes: the parquet row and the tar's ``.json``."""
+        """Every field except the binary ones: the parquet row and the tar's ``.json``."""
         row = dataclasses.asdict(self)
-        del row["image"]
+        for name in BINARY_FIELDS:
+            del row[name]
         return row
+
+
+# Fields that hold bytes: never in the tar's .json (``Sample.metadata``).
+BINARY_FIELDS = ("image", "image_embedding", "text_embedding", "preview")
