@@ -12,6 +12,8 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clipcrawl.transforms.clip_tags import TAG_COLUMN_PREFIX
+
 SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
@@ -37,16 +39,34 @@ SCHEMA = pa.schema(
         pa.field("fetch_time", pa.timestamp("ms", tz="UTC")),
         pa.field("fetch_seconds", pa.float64()),
         pa.field("downloaded_bytes", pa.int64()),
+        pa.field("preview", pa.binary()),  # small JPEG of some below_threshold images (the report's)
     ]
 )
 
+# Columns a row dict may leave out (``Sample.metadata()`` has no binary fields): null then.
+OPTIONAL_COLUMNS = frozenset({"preview"})
 
-def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """Rows (``Sample.metadata()`` dicts) as a table with exactly ``SCHEMA``'s columns."""
-    columns = {field.name: [row[field.name] for row in rows] for field in SCHEMA}
+
+def schema_for(tag_names: Sequence[str] = ()) -> pa.Schema:
+    """``SCHEMA`` plus a float32 ``tag_{name}`` column per configured prompt tag (``--clip_tags``),
+    in the configured order: fixed by the run's options, so every shard of a run has the same columns."""
+    return pa.schema([*SCHEMA, *(pa.field(f"{TAG_COLUMN_PREFIX}{name}", pa.float32()) for name in tag_names)])
+
+
+def rows_to_table(rows: Sequence[dict[str, Any]], tag_names: Sequence[str] = ()) -> pa.Table:
+    """Rows (``Sample.metadata()`` dicts) as a table with exactly ``schema_for(tag_names)``'s columns.
+
+    A row's ``tags`` dict fills the tag columns; rows never scored (no ``tags``) get nulls.
+    """
+    columns = {
+        field.name: [row.get(field.name) if field.name in OPTIONAL_COLUMNS else row[field.name] for row in rows]
+        for field in SCHEMA
+    }
     columns["fetch_time"] = [None if t is None else int(t * 1000) for t in columns["fetch_time"]]
-    return pa.Table.from_pydict(columns, schema=SCHEMA)
+    for name in tag_names:
+        columns[f"{TAG_COLUMN_PREFIX}{name}"] = [(row.get("tags") or {}).get(name) for row in rows]
+    return pa.Table.from_pydict(columns, schema=schema_for(tag_names))
 
 
-def write_rows(rows: Sequence[dict[str, Any]], sink: BinaryIO) -> None:
-    pq.write_table(rows_to_table(rows), sink, compression="zstd")
+def write_rows(rows: Sequence[dict[str, Any]], sink: BinaryIO, tag_names: Sequence[str] = ()) -> None:
+    pq.write_table(rows_to_table(rows, tag_names), sink, compression="zstd")

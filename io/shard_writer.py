@@ -3,6 +3,13 @@
 Files go to a temporary name and are committed by rename; stale tar parts from an earlier
 run of the same shard are removed; only then is the shard marked done in the coordinator.
 Names derive from ``shard_no``, so a redone shard overwrites and never duplicates.
+
+Object stores have no atomic rename (s3fs's ``mv`` is copy + delete) and no multi-file
+commit, but each object appears whole or not at all. So the commit is ordered for readers:
+an earlier parquet of the shard is deleted first, the tars and stats are committed, stale
+parts removed, and the parquet comes last. A shard whose parquet exists is complete; the
+ledger's ``done`` follows after. A killed attempt leaves only hidden ``.{name}.{token}.tmp``
+files (and, at worst, a shard without parquet); the next attempt at the shard deletes them.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import dataclasses
 import json
 import logging
 import posixpath
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,7 +28,7 @@ import apache_beam as beam
 import fsspec
 from fsspec.core import url_to_fs
 
-from clipcrawl.io import parquet
+from clipcrawl.io import embeddings, faults, parquet
 from clipcrawl.io.coordinator import Coordinator, ShardCounts
 from clipcrawl.io.shard_stats import shard_stats
 from clipcrawl.transforms import metrics
@@ -31,6 +39,8 @@ _LOG = logging.getLogger(__name__)
 
 # Tar members get this fixed mtime so the same samples always make the same bytes.
 _TAR_MTIME = 0.0
+# Hex digits of the per-attempt token in temporary names (``.{name}.{token}.tmp``).
+_TOKEN_CHARS = 12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +48,8 @@ class WriterConfig:
     output_dir: str
     coordinator_url: str
     samples_per_part: int = 10_000
+    tag_names: tuple[str, ...] = ()  # prompt tags scored (--clip_tags): parquet columns tag_{name}
+    save_embeddings: bool = False  # {shard}_img_emb.npy / _text_emb.npy of kept samples (io/embeddings.py)
 
     def __post_init__(self) -> None:
         if self.samples_per_part < 1:
@@ -96,7 +108,8 @@ def write_shard(
     kept = [sample for sample in rows if sample.status == Status.SUCCESS]
     fs, root = url_to_fs(config.output_dir)
     fs.makedirs(root, exist_ok=True)
-    token = uuid.uuid4().hex[:12]
+    _remove_orphans(fs, root, shard_no)
+    token = uuid.uuid4().hex[:_TOKEN_CHARS]
     staged: dict[str, str] = {}  # final path -> temporary path
 
     def stage(name: str) -> Any:
@@ -108,17 +121,32 @@ def write_shard(
     for part_no, part in enumerate(parts):
         with stage(tar_name(shard_no, part_no)) as sink:
             _write_tar(part, sink)
+        faults.point("writer.tar_staged")
+    if config.save_embeddings:  # row i = i-th kept sample in key order, as in the parquet
+        for kind, matrix in embeddings.embedding_matrices(kept).items():
+            with stage(embeddings.embedding_name(shard_no, kind)) as sink:
+                embeddings.write_matrix(matrix, sink)
     with stage(parquet_name(shard_no)) as sink:
-        parquet.write_rows([sample.metadata() for sample in rows], sink)
+        parquet.write_rows([{**sample.metadata(), "preview": sample.preview} for sample in rows], sink,
+                           config.tag_names)
+    faults.point("writer.parquet_staged")
     tar_bytes = sum(fs.size(tmp) for final, tmp in staged.items() if final.endswith(".tar"))
     stats = shard_stats(shard_no, uri, rows, tar_bytes=tar_bytes, write_seconds=time.monotonic() - started)
     stats["read"] = read_report or {}
     with stage(stats_name(shard_no)) as sink:
         sink.write(json.dumps(stats, indent=2, sort_keys=True).encode("utf-8"))
 
+    faults.point("writer.stats_staged")
+    index = posixpath.join(root, parquet_name(shard_no))  # committed last: it marks the shard complete
+    if fs.exists(index):
+        fs.rm(index)
     for final, tmp in staged.items():
-        fs.mv(tmp, final)
+        if final != index:
+            fs.mv(tmp, final)
+            faults.point("writer.renamed")  # hit 1: one file committed, the others still staged
     _remove_stale_parts(fs, root, shard_no, keep=set(staged))
+    fs.mv(staged[index], index)
+    faults.point("writer.after_commit")
     counts = ShardCounts(
         pairs_extracted=len(rows),
         images_ok=sum(1 for sample in rows if sample.sha256 is not None),
@@ -141,13 +169,38 @@ def _write_tar(samples: Sequence[Sample], sink: Any) -> None:
                 "json": json.dumps(sample.metadata(), sort_keys=True).encode("utf-8"),
             }
         )
+        faults.point("writer.tar_member")  # inside a tar write: a partial temporary tar
     writer.close()
+
+
+def _list_shard_files(fs: fsspec.AbstractFileSystem, root: str, prefix: str) -> list[str]:
+    """Paths directly in ``root`` whose name starts with ``prefix``.
+
+    s3fs and gcsfs list only that key prefix (one request, not the whole output); other
+    filesystems list ``root`` and the names are filtered here.
+    """
+    fs.invalidate_cache(root)  # another process may have written since this one listed
+    try:
+        paths = fs.find(root, maxdepth=1, prefix=prefix)
+    except TypeError:  # a filesystem whose listing takes no prefix
+        paths = fs.find(root, maxdepth=1)
+    return [path for path in paths if posixpath.basename(path).startswith(prefix)]
+
+
+def _remove_orphans(fs: fsspec.AbstractFileSystem, root: str, shard_no: int) -> None:
+    """Temporary files of this shard that an earlier, killed or failed attempt left behind."""
+    orphan = re.compile(rf"\.{shard_prefix(shard_no)}[._].*\.[0-9a-f]{{{_TOKEN_CHARS}}}\.tmp")
+    for path in _list_shard_files(fs, root, "." + shard_prefix(shard_no)):
+        if orphan.fullmatch(posixpath.basename(path)):
+            _LOG.info("removing %s, left by an earlier attempt at shard %06d", path, shard_no)
+            fs.rm(path)
 
 
 def _remove_stale_parts(fs: fsspec.AbstractFileSystem, root: str, shard_no: int, keep: set[str]) -> None:
     """Tar parts this shard had before (a rerun that keeps fewer samples) must not survive."""
-    for path in fs.glob(posixpath.join(root, f"{shard_prefix(shard_no)}_[0-9][0-9].tar")):
-        if path not in keep and fs.unstrip_protocol(path) not in keep:
+    part = re.compile(rf"{shard_prefix(shard_no)}_[0-9]{{2,}}\.tar")
+    for path in _list_shard_files(fs, root, shard_prefix(shard_no) + "_"):
+        if part.fullmatch(posixpath.basename(path)) and path not in keep and fs.unstrip_protocol(path) not in keep:
             fs.rm(path)
 
 
@@ -176,9 +229,12 @@ class _WriteShardFn(beam.DoFn):
             yield ShardResult(shard_no, uri, done=False, error=message)
             return
         result = write_shard(self._config, shard_no, uri, samples, reads[0] if reads else None)
+        faults.point("writer.before_mark_done")  # files committed, the ledger not told yet
         self._coordinator.complete(shard_no, result.counts)
+        faults.point("writer.after_mark_done")
         self._counters.forwarded.inc()
         self._counters.counter(metrics.SAMPLES_WRITTEN).inc(result.counts.pairs_kept)
+        self._counters.counter(metrics.ROWS_WRITTEN).inc(result.counts.pairs_extracted)
         yield result
 
     def teardown(self) -> None:

@@ -1,23 +1,25 @@
 """The dataset build: input shards -> pairs -> images -> CLIP scores -> tar + parquet per shard.
 
 ``run(argv)`` is the whole job: validate options, register the inputs with the coordinator,
-take the shards not yet done, build the graph, run it, and report what the ledger says.
+lease the shards not yet done, build the graph, run it, and report what the ledger says.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from clipcrawl.io.coordinator import Coordinator, mask_url
+from clipcrawl.io import faults
+from clipcrawl.io.coordinator import FAILED, RUNNING, Coordinator, mask_url
 from clipcrawl.io.inputs import expand_inputs, read_manifest
+from clipcrawl.io.leases import Heartbeat, Lease
 from clipcrawl.io.shard_writer import WriteShards
 from clipcrawl.pipelines.options import RunConfig, resolve_config
+from clipcrawl.pipelines.progress import run_with_progress
 from clipcrawl.runners import direct
 from clipcrawl.transforms.clip_scoring import ScoreWithClip
 from clipcrawl.transforms.dedup import Dedup
@@ -37,6 +39,8 @@ class RunSummary:
     shards_registered: int
     shards_processed: tuple[int, ...]
     ledger: dict
+    shards_skipped: tuple[int, ...] = ()  # leased to another live run, or parked after max attempts
+    lease_owner: str = ""  # this run's lease token in the ledger
 
 
 class BuildDataset(beam.PTransform):
@@ -73,8 +77,16 @@ def shard_uris(config: RunConfig) -> list[str]:
 
 
 def with_local_defaults(argv: Sequence[str]) -> list[str]:
-    """Beam arguments plus the local runner preset when no ``--runner`` was given."""
-    argv = list(argv)
+    """Beam arguments with the runner preset applied (``runners/presets.py``).
+
+    ``--preset=NAME`` (direct, dataflow, flink, dask) adds that preset's defaults; without it,
+    the local ``direct`` preset applies unless ``--runner`` was given. The user's flags win.
+    """
+    from clipcrawl.runners import presets  # dask/flink/dataflow presets: only option lists, cheap
+
+    name, argv = presets.pop_preset(argv)
+    if name is not None:
+        return presets.preset_args(name, argv) + argv
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in argv):
         argv = direct.preset_args(argv) + argv
     return argv
@@ -84,25 +96,76 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     """Run the dataset build; ``test_pipeline`` lets tests inject a ``TestPipeline``."""
     options = PipelineOptions(with_local_defaults(argv or []))
     config = resolve_config(options)
+    # No inputs (``--claim N`` alone): take from every shard already registered in the ledger.
+    return run_batch(options, config, shard_uris(config) or None, test_pipeline)
+
+
+def run_batch(
+    options: PipelineOptions,
+    config: RunConfig,
+    uris: Sequence[str] | None,
+    test_pipeline: beam.Pipeline | None = None,
+) -> RunSummary:
+    """Register ``uris``, lease the shards to do (of them, or of the whole ledger), run, report.
+
+    Every run leases what it takes, so two runs over the same inputs never process one
+    shard twice; a heartbeat renews the leases while the pipeline runs (``io/leases.py``).
+    """
     coordinator = Coordinator(config.writer.coordinator_url)
+    lease = Lease.for_run(config.nickname, config.ledger.lease_seconds)
     try:
-        numbers = coordinator.register(shard_uris(config))
-        todo = coordinator.to_process(numbers.values(), force=config.force)
-        if config.limit is not None:
-            todo = todo[: config.limit]
+        numbers = coordinator.register(uris) if uris is not None else {}
+        scope = list(numbers.values()) if uris is not None else None
+        if config.ledger.retry_failed:
+            coordinator.reset_failed(scope)
+        todo = coordinator.claim(lease, limit=_claim_limit(config), shard_nos=scope,
+                                 max_attempts=config.ledger.max_attempts, force=config.force)
+        faults.point("run.after_claim")
+        skipped = _log_skipped(coordinator, config, scope, todo) if config.ledger.claim is None else ()
         if todo:
-            _run_pipeline(options, config, coordinator, todo, test_pipeline)
+            _LOG.info("%s leased %d shard(s) on %s", lease.worker, len(todo), mask_url(coordinator.url))
+            with Heartbeat(coordinator, lease):
+                _run_pipeline(options, config, coordinator, todo, test_pipeline, lease)
         else:
-            _LOG.info("all %d shards are done; nothing to do (use --force to redo)", len(numbers))
+            _LOG.info("no shard to do among %s (done ones are skipped; --force redoes them)",
+                      f"{len(numbers)} input(s)" if scope is not None else "the ledger")
         return RunSummary(
             output_dir=config.writer.output_dir,
             coordinator_url=mask_url(config.writer.coordinator_url),
             shards_registered=len(numbers),
             shards_processed=tuple(no for no, _ in todo),
             ledger=coordinator.summary(),
+            shards_skipped=skipped,
+            lease_owner=lease.owner,
         )
     finally:
         coordinator.close()
+
+
+def _claim_limit(config: RunConfig) -> int | None:
+    limits = [value for value in (config.limit, config.ledger.claim) if value is not None]
+    return min(limits) if limits else None
+
+
+def _log_skipped(
+    coordinator: Coordinator, config: RunConfig, scope: list[int] | None, todo: list[tuple[int, str]]
+) -> tuple[int, ...]:
+    """Say why shards of the inputs were not taken: another run's live lease, or parked."""
+    if scope is None:
+        return ()
+    taken = {no for no, _ in todo}
+    skipped = []
+    for row in coordinator.shards(set(scope) - taken, statuses=(RUNNING, FAILED)):
+        if row["status"] == RUNNING:
+            _LOG.warning("shard %06d (%s) is leased to %s until %s: skipped", row["shard_no"], row["uri"],
+                         row["worker"], row["lease_expires_at"])
+        elif row["status"] == FAILED and row["attempts"] >= config.ledger.max_attempts and not config.force:
+            _LOG.warning("shard %06d (%s) is parked after %d failed attempts (%s): skipped; --retry_failed "
+                         "gives it new attempts", row["shard_no"], row["uri"], row["attempts"], row["error"])
+        else:
+            continue
+        skipped.append(row["shard_no"])
+    return tuple(skipped)
 
 
 def _run_pipeline(
@@ -111,16 +174,23 @@ def _run_pipeline(
     coordinator: Coordinator,
     todo: list[tuple[int, str]],
     test_pipeline: beam.Pipeline | None,
+    lease: Lease,
 ) -> None:
     shard_nos = [no for no, _ in todo]
-    worker = f"{config.nickname}@{socket.gethostname()}"
-    coordinator.start(shard_nos, worker=worker)
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     _ = pipeline | "PendingShards" >> beam.Create(todo) | "BuildDataset" >> BuildDataset(config)
+    faults.point("run.before_pipeline")
     try:
-        pipeline.run().wait_until_finish()
-    except BaseException as error:
-        coordinator.fail(shard_nos, f"pipeline failed: {type(error).__name__}: {error}", only_running=True)
+        run_with_progress(pipeline, config.progress, shards=len(todo))  # live display on a terminal
+    except (KeyboardInterrupt, SystemExit) as stop:
+        # Stopped on purpose (Ctrl-C, a second SIGTERM in --watch): give the shards back at once.
+        released = coordinator.release(lease, f"run of {lease.worker} stopped ({type(stop).__name__}); released")
+        _LOG.warning("stopped: %d unfinished shard(s) released to pending", released)
         raise
+    except BaseException as error:
+        message = coordinator.mask(f"pipeline failed: {type(error).__name__}: {error}")
+        coordinator.fail(shard_nos, message, only_running=True, owner=lease.owner)
+        raise
+    faults.point("run.after_pipeline")
     # A shard the writer never reached (it should not happen) must not look like it is running.
-    coordinator.fail(shard_nos, "pipeline finished without writing this shard", only_running=True)
+    coordinator.fail(shard_nos, "pipeline finished without writing this shard", only_running=True, owner=lease.owner)

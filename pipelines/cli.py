@@ -55,6 +55,10 @@ def cmd_run(argv: Sequence[str]) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
         _run_help_parser().print_help()
         return 0
+    if any(arg == "--watch" or arg.startswith("--watch=") for arg in argv):
+        from clipcrawl.pipelines import watch
+
+        return watch.main(argv)
     from clipcrawl.pipelines import build_dataset
 
     started = time.monotonic()
@@ -84,6 +88,8 @@ COMMANDS = {
     "run": "clipcrawl.pipelines.cli:cmd_run",
     "demo": "clipcrawl.pipelines.cli:cmd_demo",
     "status": "clipcrawl.pipelines.status:main",
+    "report": "clipcrawl.pipelines.report:main",
+    "export": "clipcrawl.pipelines.export:main",
 }
 
 

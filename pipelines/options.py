@@ -12,8 +12,13 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from clipcrawl.io.hot_folder import WatchConfig
+from clipcrawl.io.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, LedgerConfig
 from clipcrawl.io.shard_writer import WriterConfig
+from clipcrawl.transforms.clip_model import PRECISIONS
+from clipcrawl.transforms.clip_preprocess import IMAGE_DECODERS
 from clipcrawl.transforms.clip_scoring import ClipConfig
+from clipcrawl.transforms.clip_tags import parse_tags
 from clipcrawl.transforms.dedup import DEDUP_KEYS, DEDUP_SCOPES, DedupConfig
 from clipcrawl.transforms.download import DownloadConfig
 from clipcrawl.transforms.extract import INPUT_FORMATS, ExtractConfig
@@ -141,10 +146,44 @@ class ClipOptions(PipelineOptions):
                            help="open_clip pretrained tag (openai, laion2b_s34b_b79k, ...) or a checkpoint path.")
         group.add_argument("--clip_threshold", type=float, default=c.threshold,
                            help="Keep pairs whose cosine similarity is at least this (LAION-5B: 0.28).")
-        group.add_argument("--clip_batch_size", type=int, default=c.max_batch_size, help="Largest inference batch.")
+        group.add_argument("--clip_batch_size", type=int, default=c.max_batch_size,
+                           help="RunInference batch size (GPU: 512-1024, see README 'CLIP on GPUs').")
+        group.add_argument("--clip_min_batch_size", type=int, default=None,
+                           help="Smallest batch Beam forms before a bundle ends (default: --clip_batch_size, i.e. "
+                           "fixed batches; lower lets Beam's adaptive batching start small).")
+        group.add_argument("--clip_max_batch_duration_secs", type=int, default=None,
+                           help="Flush partial batches after this many seconds. Beam then batches through one "
+                           "stateful key, which serializes batch runs: streaming or trickling input only.")
+        group.add_argument("--clip_micro_batch_size", type=int, default=None,
+                           help="Run each batch through the model in chunks of this size so that CPU decoding of "
+                           "the next chunk overlaps the GPU (default: one pass per batch).")
         group.add_argument("--clip_device", default=c.device, help="auto (cuda when present), cpu, cuda, cuda:N.")
-        group.add_argument("--clip_precision", default=c.precision, choices=["fp32", "fp16", "bf16"],
-                           help="Model precision.")
+        group.add_argument("--clip_precision", default=c.precision, choices=list(PRECISIONS),
+                           help="fp32 (exact; TF32 off), tf32, fp16 or bf16 (open_clip's mixed low precision); "
+                           "README 'CLIP precision' lists the measured deviations.")
+        group.add_argument("--clip_image_decoder", default=c.image_decoder, choices=list(IMAGE_DECODERS),
+                           help="cpu: Pillow on a thread pool, equal to open_clip's preprocess; nvjpeg: JPEGs "
+                           "decoded and resized on the GPU (close, not equal; CPU fallback without CUDA).")
+        group.add_argument("--clip_preprocess_threads", type=int, default=None,
+                           help="Decode threads per model (default: min(8, cores)).")
+        group.add_argument("--clip_full_text_context", action="store_true",
+                           help="Encode captions at the model's full context (77 tokens) instead of trimming to "
+                           "the batch's longest caption (same scores; trimming is skipped where inexact).")
+        group.add_argument("--clip_channels_last", action="store_true", help="channels-last image tower.")
+        group.add_argument("--clip_compile", action="store_true",
+                           help="torch.compile both towers (slow first batches; check bench/clip_throughput.py).")
+        group.add_argument("--clip_share_model", action="store_true",
+                           help="One model per machine in a model process (Beam large_model) instead of one per "
+                           "SDK process.")
+        group.add_argument("--clip_tags", default=None,
+                           help="Prompt tags scored from the same image features, e.g. 'unsafe;watermark' or "
+                           "'name=prompt|prompt~neutral|neutral'; parquet columns tag_{name}. Heuristics.")
+        group.add_argument("--save_embeddings", action="store_true",
+                           help="Write {shard}_img_emb.npy and {shard}_text_emb.npy (float16, normalized) of kept "
+                           "samples, rows in parquet key order.")
+        group.add_argument("--preview_rate", type=float, default=c.preview_rate,
+                           help="Fraction of below_threshold images that keep a 128 px JPEG in the parquet's "
+                           "preview column, chosen by key (0: none, 1: all); `clipcrawl report` shows them.")
         group.add_argument("--clip_accelerator", default=None,
                            help="Beam accelerator resource hint on the scoring step, e.g. "
                            "'type:nvidia-l4;count:1;install-nvidia-driver' (Dataflow runs scoring on GPU workers).")
@@ -158,12 +197,34 @@ class OutputOptions(PipelineOptions):
         group.add_argument("--samples_per_part", type=int, default=10_000, help="Samples per tar part.")
         group.add_argument(
             "--coordinator",
-            default=None,
-            help="SQLAlchemy URL of the shard ledger; default sqlite:///<output>/clipcrawl.sqlite.",
+            default=os.environ.get("CLIPCRAWL_COORDINATOR"),
+            help="SQLAlchemy URL of the shard ledger (sqlite:///path or postgresql+psycopg://user@host/db; the "
+            "password from the URL, $PGPASSWORD or ~/.pgpass); default $CLIPCRAWL_COORDINATOR, else "
+            "sqlite:///<output>/clipcrawl.sqlite.",
         )
         group.add_argument("--force", action="store_true", help="Redo shards that are already done.")
         group.add_argument("--nickname", default=os.environ.get("USER", "anonymous"),
                            help="Name recorded as the worker of the shards this run takes.")
+        group.add_argument("--claim", type=int, default=None, metavar="N",
+                           help="Volunteer mode: lease at most N shards (of the inputs given, else of every shard "
+                           "registered in the ledger); 0 only registers the inputs.")
+        group.add_argument("--lease_seconds", type=float, default=DEFAULT_LEASE_SECONDS,
+                           help="Lease on the shards this run takes, renewed every third of it while the run lives; "
+                           "a killed run's shards are claimable again once it lapses.")
+        group.add_argument("--max_attempts", type=int, default=DEFAULT_MAX_ATTEMPTS,
+                           help="Claims a shard gets; one that fails (or loses its lease) this often is parked as failed.")
+        group.add_argument("--retry_failed", action="store_true",
+                           help="Give failed shards of the inputs (parked ones included) fresh attempts.")
+        group.add_argument("--watch", default=None, metavar="DIR_OR_URL",
+                           help="Hot folder: register the input files that appear there and process them in "
+                           "successive batch runs until stopped (Ctrl-C or SIGTERM: after the current batch).")
+        group.add_argument("--watch_interval", type=float, default=30.0, help="Seconds between --watch cycles.")
+        group.add_argument("--watch_settle", type=float, default=5.0,
+                           help="A new file is taken once its size holds still this many seconds.")
+        group.add_argument("--watch_cycles", type=int, default=0, help="Stop --watch after this many cycles (0: never).")
+        group.add_argument("--progress", default="auto", choices=["auto", "on", "off"],
+                           help="Live progress display on stderr for local runs (shards, pairs and rates); "
+                           "auto shows it only on a terminal and not when CI is set.")
 
 
 OPTION_GROUPS = (InputOptions, FilterOptions, DownloadOptions, ClipOptions, OutputOptions)
@@ -185,6 +246,9 @@ class RunConfig:
     download: DownloadConfig
     clip: ClipConfig
     writer: WriterConfig
+    ledger: LedgerConfig = LedgerConfig()
+    watch: WatchConfig | None = None
+    progress: str = "auto"  # auto | on | off: the local runs' live display (pipelines/progress.py)
 
 
 def default_coordinator_url(output: str) -> str:
@@ -198,8 +262,11 @@ def resolve_config(options: PipelineOptions) -> RunConfig:
     """Validate every option and build the stage configs; OptionsError names the bad flag."""
     inputs = options.view_as(InputOptions)
     output = options.view_as(OutputOptions)
-    if not inputs.input and not inputs.input_manifest:
-        raise OptionsError("give at least one --input (path, glob or URL) or an --input_manifest")
+    if not inputs.input and not inputs.input_manifest and output.claim is None and not output.watch:
+        raise OptionsError("give at least one --input (path, glob or URL), an --input_manifest, a --watch folder, "
+                           "or --claim N to take shards already in the ledger")
+    if output.watch and output.force:
+        raise OptionsError("--force cannot be combined with --watch (every cycle would redo every shard)")
     if inputs.input_manifest and not inputs.input_base_url:
         raise OptionsError("--input_manifest needs --input_base_url (e.g. s3://commoncrawl/)")
     if inputs.limit is not None and inputs.limit < 1:
@@ -214,6 +281,7 @@ def resolve_config(options: PipelineOptions) -> RunConfig:
             limit=inputs.limit,
             force=output.force,
             nickname=output.nickname,
+            progress=output.progress,
             extract=ExtractConfig(
                 input_format=inputs.input_format,
                 reader=inputs.warc_reader,
@@ -230,7 +298,12 @@ def resolve_config(options: PipelineOptions) -> RunConfig:
                 output_dir=output.output,
                 coordinator_url=output.coordinator or default_coordinator_url(output.output),
                 samples_per_part=output.samples_per_part,
+                **_writer_clip_fields(options.view_as(ClipOptions)),
             ),
+            ledger=LedgerConfig(claim=output.claim, lease_seconds=output.lease_seconds,
+                                max_attempts=output.max_attempts, retry_failed=output.retry_failed),
+            watch=WatchConfig(source=output.watch, interval=output.watch_interval, settle=output.watch_settle,
+                              cycles=output.watch_cycles) if output.watch else None,
         )
     except ValueError as error:
         if isinstance(error, OptionsError):
@@ -287,4 +360,21 @@ def _clip_config(o: ClipOptions) -> ClipConfig:
         device=o.clip_device,
         precision=o.clip_precision,
         accelerator=o.clip_accelerator,
+        preview_rate=o.preview_rate,
+        min_batch_size=o.clip_min_batch_size,
+        max_batch_duration_secs=o.clip_max_batch_duration_secs,
+        micro_batch_size=o.clip_micro_batch_size,
+        image_decoder=o.clip_image_decoder,
+        preprocess_threads=o.clip_preprocess_threads,
+        trim_text=not o.clip_full_text_context,
+        channels_last=o.clip_channels_last,
+        compile=o.clip_compile,
+        share_model=o.clip_share_model,
+        save_embeddings=o.save_embeddings,
+        tags=parse_tags(o.clip_tags),
     )
+
+
+def _writer_clip_fields(o: ClipOptions) -> dict:
+    """What the shard writer needs to know of the scoring options: tag columns, embedding files."""
+    return {"tag_names": tuple(spec.name for spec in parse_tags(o.clip_tags)), "save_embeddings": o.save_embeddings}

@@ -29,6 +29,7 @@ def fnapi_options() -> PipelineOptions:
 def pytest_configure(config: pytest.Config) -> None:
     # Beam's TestPipeline is a class named Test*: not a test.
     config.addinivalue_line("filterwarnings", "ignore:cannot collect test class 'TestPipeline'")
+    config.addinivalue_line("markers", "slow: runs the real pipeline several times (tens of seconds); CI runs it too")
 
 
 # --- Loopback-only guard: no test may open a connection to anything but this machine. ---

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import io
+import math
 import random
 import re
 from collections.abc import Callable
@@ -21,9 +22,9 @@ from PIL import Image
 
 from clipcrawl.pipelines import synthetic_images
 from clipcrawl.transforms import metrics
-from clipcrawl.transforms.clip_model import TINY_CHECKPOINT_FILE, TINY_MODEL_NAME, LoadedClip
-from clipcrawl.transforms.clip_handler import OpenClipModelHandler
-from clipcrawl.transforms.clip_scoring import ClipConfig, ScoreWithClip, Undecodable, apply_score
+from clipcrawl.transforms.clip_handler import ClipScorer, OpenClipModelHandler
+from clipcrawl.transforms.clip_model import TINY_CHECKPOINT_FILE, TINY_MODEL_NAME
+from clipcrawl.transforms.clip_scoring import ClipConfig, ClipScore, ScoreWithClip, Undecodable, apply_score
 from clipcrawl.transforms.sample import Sample, sample_key
 from clipcrawl.transforms.status import Status
 from tests.conftest import beam_options
@@ -67,7 +68,7 @@ def handler() -> OpenClipModelHandler:
 
 
 @pytest.fixture(scope="module")
-def model(handler: OpenClipModelHandler) -> LoadedClip:
+def model(handler: OpenClipModelHandler) -> ClipScorer:
     return handler.load_model()
 
 
@@ -109,7 +110,9 @@ def test_handler_similarity_equals_direct_open_clip(handler, model, rows) -> Non
     assert [r.example for r in results] == batch
     for result in results:
         expected = direct_similarity(result.example.image, result.example.caption)
-        assert result.inference == pytest.approx(expected, abs=1e-5)
+        assert isinstance(result.inference, ClipScore)
+        assert result.inference.similarity == pytest.approx(expected, abs=1e-5)
+        assert (result.inference.tags, result.inference.image_embedding) == (None, None)  # not asked for
 
 
 def test_handler_marks_undecodable_images_without_failing_the_batch(handler, model, rows) -> None:
@@ -117,12 +120,17 @@ def test_handler_marks_undecodable_images_without_failing_the_batch(handler, mod
     batch = [sample(7, "a red circle", b"\x89PNG not really"), good, sample(8, "a red circle", None)]
     scores = [r.inference for r in handler.run_inference(batch, model)]
     assert isinstance(scores[0], Undecodable) and "UnidentifiedImageError" in scores[0].message
-    assert isinstance(scores[1], float)
+    assert isinstance(scores[1], ClipScore)
     assert scores[2] == Undecodable("image not decodable at scoring: ValueError: no image bytes")
 
 
 def test_handler_batching_and_size_come_from_the_config(handler, rows) -> None:
-    assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 8}
+    # Fixed batches by default (min = max): a GPU wants full ones.
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 8, "max_batch_size": 8}
+    adaptive = OpenClipModelHandler(dataclasses.replace(TINY, min_batch_size=2, max_batch_duration_secs=5))
+    assert adaptive.batch_elements_kwargs() == {"min_batch_size": 2, "max_batch_size": 8, "max_batch_duration_secs": 5}
+    assert not handler.share_model_across_processes()  # one model per process: RunInference's default
+    assert OpenClipModelHandler(dataclasses.replace(TINY, share_model=True)).share_model_across_processes()
     batch = rows[0][:3]
     assert handler.get_num_bytes(batch) == sum(len(s.image) for s in batch)
 
@@ -176,7 +184,7 @@ def matches_expected(expected: dict[str, dict[str, Any]]) -> Callable[[list[Samp
 
 def test_score_with_clip_keeps_matches_rejects_mismatches_and_counts(handler, model, rows) -> None:
     matching, mismatched = rows
-    scores = {r.example.key: r.inference for r in handler.run_inference(matching + mismatched, model)}
+    scores = {r.example.key: r.inference.similarity for r in handler.run_inference(matching + mismatched, model)}
     lowest_match = min(scores[s.key] for s in matching)
     highest_mismatch = max(scores[s.key] for s in mismatched)
     assert lowest_match > highest_mismatch + 0.2, (lowest_match, highest_mismatch)
@@ -221,3 +229,83 @@ def test_score_with_clip_keeps_matches_rejects_mismatches_and_counts(handler, mo
     assert values[metrics.DROPPED] == len(mismatched) + 1
     assert values[metrics.dropped_name(Status.BELOW_THRESHOLD)] == len(mismatched)
     assert values[metrics.dropped_name(Status.FAILED_TO_DECODE)] == 1
+
+
+def test_apply_score_threshold_edges_on_both_sides() -> None:
+    row = sample(1, "a red circle", b"jpeg bytes")
+    for threshold in (0.28, -0.5, 0.0, 0.9999):
+        below, above = math.nextafter(threshold, -math.inf), math.nextafter(threshold, math.inf)
+        assert apply_score(row, threshold, threshold).status == "success"
+        assert apply_score(row, above, threshold).status == "success"
+        assert apply_score(row, below, threshold).status == "below_threshold"
+
+
+def run_scored(rows: list[Sample], config: ClipConfig, check: Callable[[list[Sample]], None] | None = None) -> Any:
+    """``rows`` through ScoreWithClip on the FnApiRunner, ``check`` on its output; the run result."""
+    pipeline = TestPipeline(options=beam_options())
+    scored = pipeline | "Rows" >> beam.Create(rows) | "Score" >> ScoreWithClip(config)
+    if check is not None:
+        assert_that(scored, check, label="Check")
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+def test_threshold_at_a_real_similarity_keeps_it_and_the_next_float_up_drops_it(handler, model, rows) -> None:
+    """The edge decided by the pipeline on the model's own score, not on a hand-made float."""
+    row = rows[0][0]
+    (result,) = handler.run_inference([row], model)
+    exact = result.inference.similarity
+    same = exact.__eq__  # the pipeline's batch of one gives the very same float
+    kept = {row.key: {"status": "success", "similarity": same}}
+    dropped = {row.key: {"status": "below_threshold", "similarity": same, "image": None}}
+    run_scored([row], dataclasses.replace(TINY, threshold=exact), matches_expected(kept))
+    run_scored([row], dataclasses.replace(TINY, threshold=math.nextafter(exact, math.inf)), matches_expected(dropped))
+
+
+def test_batching_metrics_come_from_run_inference(rows) -> None:
+    matching, mismatched = rows
+    pending = (matching + mismatched)[:11]
+    config = dataclasses.replace(TINY, max_batch_size=4)  # min = max = 4: batches of 4, 4, 3
+    result = run_scored(pending, config)
+    namespace = f"{metrics.namespace(metrics.SCORE)}.inference"
+    query = result.metrics().query(MetricsFilter().with_namespace(namespace))
+    counters = {c.key.metric.name: c.committed for c in query["counters"]}
+    distributions = {d.key.metric.name: d.committed for d in query["distributions"]}
+    assert counters["num_inferences"] == len(pending)
+    sizes = distributions["inference_request_batch_size"]
+    assert (sizes.sum, sizes.max) == (len(pending), 4)
+    assert sizes.count == math.ceil(len(pending) / 4)  # one bundle: only the last batch is partial
+    assert distributions["inference_request_batch_byte_size"].sum == sum(len(s.image) for s in pending)
+    assert distributions["load_model_latency_milli_secs"].count >= 1
+
+
+ACCELERATOR_URN = "beam:resources:accelerator:v1"
+
+
+def test_accelerator_hint_is_on_the_scoring_step_only() -> None:
+    hint = "type:nvidia-l4;count:1;install-nvidia-driver"
+    pipeline = beam.Pipeline(options=beam_options())
+    _ = (
+        pipeline
+        | "Rows" >> beam.Create([sample(0, "a red circle", None)])
+        | "Score" >> ScoreWithClip(dataclasses.replace(TINY, accelerator=hint))
+    )
+    proto = pipeline.to_runner_api()
+    components = proto.components
+
+    def hints(transform) -> dict[str, bytes]:
+        environment = components.environments.get(transform.environment_id)
+        return dict(environment.resource_hints) if environment is not None else {}
+
+    leaves = {t.unique_name: t for t in components.transforms.values() if not t.subtransforms}
+    inference = [name for name in leaves if name.endswith("RunInference/BeamML_RunInference")]
+    assert len(inference) == 1
+    assert hints(leaves[inference[0]])[ACCELERATOR_URN] == hint.encode()
+    assert hints(leaves["Score/ScorePending/Process/ApplyThreshold"])[ACCELERATOR_URN] == hint.encode()
+    routing = [name for name in leaves if "SplitPending" in name or name.startswith("Rows")]
+    assert routing and all(ACCELERATOR_URN not in hints(leaves[name]) for name in routing)
+    unhinted = beam.Pipeline(options=beam_options())
+    _ = unhinted | beam.Create([1]) | ScoreWithClip(TINY)
+    environments = unhinted.to_runner_api().components.environments.values()
+    assert all(ACCELERATOR_URN not in env.resource_hints for env in environments)

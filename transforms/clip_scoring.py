@@ -5,29 +5,31 @@ worker process and the inference metrics are Beam's, not ours. Pending samples a
 kept (``success``) at or above the threshold, else rejected (``below_threshold``, image bytes
 dropped); rows already settled go around the stage untouched. Defaults follow LAION-5B:
 ViT-B-32 with OpenAI weights, threshold 0.28.
+
+Besides the similarity the scorer can return, from the same forward pass, prompt-tag scores
+(``clip_tags``: every scored row) and the normalized float16 image and text embeddings
+(kept rows only, for the shard's ``.npy`` files).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
-from PIL import Image
 
 from clipcrawl.transforms import metrics
-from clipcrawl.transforms.clip_model import DEVICES, TINY_MODEL_NAME, LoadedClip, cosine_similarities
+from clipcrawl.transforms.clip_model import DEVICES, PRECISIONS, TINY_MODEL_NAME
+from clipcrawl.transforms.clip_preprocess import IMAGE_DECODERS
+from clipcrawl.transforms.clip_tags import TagSpec, parse_tags
+from clipcrawl.transforms.previews import DEFAULT_PREVIEW_RATE, make_preview, wants_preview
 from clipcrawl.transforms.routing import OnPending
 from clipcrawl.transforms.sample import Sample
 from clipcrawl.transforms.status import Status
 
 if TYPE_CHECKING:
     from apache_beam.ml.inference.base import ModelHandler, PredictionResult
-
-PRECISIONS = ("fp32", "fp16", "bf16")
-_INPUT_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,30 +39,66 @@ class ClipConfig:
     model_name: str = "ViT-B-32"
     pretrained: str | None = "openai"  # open_clip tag, checkpoint path, or None
     threshold: float = 0.28
-    min_batch_size: int = 1
-    max_batch_size: int = 64
-    max_batch_duration_secs: int | None = None  # streaming only: flush a partial batch after this
+    # RunInference batches. min_batch_size None means max_batch_size: a GPU wants full batches,
+    # not Beam's adaptive sizes that start at 1; a bundle's last batch may still be smaller.
+    min_batch_size: int | None = None
+    max_batch_size: int = 256
+    # Flush a partial batch after this long. Beam then batches with state under one shared key,
+    # which serializes batch runs: for streaming or trickling input only.
+    max_batch_duration_secs: int | None = None
+    # Forward passes per RunInference batch in chunks of this many (None: one pass) so that CPU
+    # threads decode chunk k+1 while the GPU runs chunk k; text goes in length-sorted chunks.
+    micro_batch_size: int | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "fp32"  # fp32 (exact), tf32, fp16, bf16
+    image_decoder: str = "cpu"  # cpu: Pillow on threads, exact; nvjpeg: torchvision on the GPU, close
+    preprocess_threads: int = 0  # 0: min(8, cores)
+    trim_text: bool = True  # encode text only up to the batch's longest caption where exact
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the towers (first batches slow; measure first)
+    # One model per machine in a separate process instead of one per SDK process (Beam's
+    # large_model): batches are pickled to it. See README "CLIP on GPUs".
+    share_model: bool = False
+    save_embeddings: bool = False  # kept rows carry float16 normalized features -> per-shard .npy
+    tags: tuple[TagSpec, ...] = ()  # prompt tags, see clip_tags
     # Beam accelerator resource hint on the scoring step, e.g. "type:nvidia-l4;count:1;install-nvidia-driver":
     # Dataflow right fitting then runs scoring on GPU workers and everything else on CPU workers.
     accelerator: str | None = None
+    # Fraction of below_threshold rows that keep a small JPEG in the parquet's preview column.
+    preview_rate: float = DEFAULT_PREVIEW_RATE
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
-        if not 1 <= self.min_batch_size <= self.max_batch_size:
+        if not 1 <= self.batch_floor <= self.max_batch_size:
             raise ValueError(
                 f"need 1 <= min_batch_size ({self.min_batch_size}) <= max_batch_size ({self.max_batch_size})"
             )
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if self.image_decoder not in IMAGE_DECODERS:
+            raise ValueError(f"image_decoder must be one of {IMAGE_DECODERS}, got {self.image_decoder!r}")
+        if self.preprocess_threads < 0:
+            raise ValueError(f"preprocess_threads must be >= 0, got {self.preprocess_threads}")
         if self.max_batch_duration_secs is not None and self.max_batch_duration_secs <= 0:
             raise ValueError(f"max_batch_duration_secs must be > 0, got {self.max_batch_duration_secs}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0.0 <= self.preview_rate <= 1.0:
+            raise ValueError(f"preview_rate is a fraction in [0, 1], got {self.preview_rate}")
         if self.accelerator is not None and not self.accelerator.strip():
             raise ValueError("accelerator hint is empty; leave it out or give e.g. type:nvidia-l4;count:1")
+
+    @property
+    def batch_floor(self) -> int:
+        """The smallest batch RunInference forms (before a bundle's end)."""
+        return self.max_batch_size if self.min_batch_size is None else self.min_batch_size
+
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.tags)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "ClipConfig":
@@ -68,11 +106,14 @@ class ClipConfig:
 
         ``clipcrawl-tiny`` without an explicit ``pretrained`` says so (None): it has no tags and
         loads its packaged weights (``load_clip`` also does that for the ``openai`` default).
+        ``tags`` may be the ``--clip_tags`` string.
         """
         given = {name: value for name, value in kwargs.items() if value is not None}
         unknown = set(given) - {field.name for field in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"unknown ClipConfig fields: {sorted(unknown)}")
+        if isinstance(given.get("tags"), str):
+            given["tags"] = parse_tags(given["tags"])
         if given.get("model_name") == TINY_MODEL_NAME:
             given.setdefault("pretrained", None)
         return cls(**given)
@@ -85,64 +126,55 @@ class Undecodable:
     message: str
 
 
-def decode_image(data: bytes | None) -> Image.Image:
-    """The stored image bytes as an RGB picture; raises if they are not one."""
-    if not data:
-        raise ValueError("no image bytes")
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")  # convert() reads every pixel: truncation fails here
+@dataclasses.dataclass(frozen=True)
+class ClipScore:
+    """The inference result for a scored sample (picklable: it may come from a model process)."""
+
+    similarity: float
+    tags: dict[str, float] | None = None
+    image_embedding: bytes | None = dataclasses.field(default=None, repr=False)  # float16, L2-normalized
+    text_embedding: bytes | None = dataclasses.field(default=None, repr=False)
 
 
-def apply_score(sample: Sample, score: float | Undecodable, threshold: float) -> Sample:
-    """The sample kept (``success``) or rejected, with its similarity recorded."""
+def apply_score(sample: Sample, score: float | Undecodable, threshold: float, preview_rate: float = 0.0) -> Sample:
+    """The sample kept (``success``) or rejected, with its similarity recorded.
+
+    A rejected image loses its bytes; ``preview_rate`` of them (chosen by key) keep a thumbnail.
+    """
     if isinstance(score, Undecodable):
         return sample.reject(Status.FAILED_TO_DECODE, score.message)
     scored = dataclasses.replace(sample, similarity=score)
     if score >= threshold:
         return dataclasses.replace(scored, status=Status.SUCCESS.value, error_message=None)
-    return scored.reject(Status.BELOW_THRESHOLD, f"similarity {score:.4f} < threshold {threshold:g}")
+    preview = make_preview(sample.image) if wants_preview(sample.key, preview_rate) else None
+    rejected = scored.reject(Status.BELOW_THRESHOLD, f"similarity {score:.4f} < threshold {threshold:g}")
+    return dataclasses.replace(rejected, preview=preview)
 
 
-def score_batch(batch: Sequence[Sample], model: LoadedClip, precision: str = "fp32") -> list[float | Undecodable]:
-    """Each sample's image-caption cosine similarity, or Undecodable for unreadable images."""
-    prepared = [_prepare(sample, model) for sample in batch]
-    scorable = [i for i, item in enumerate(prepared) if not isinstance(item, Undecodable)]
-    scores: list[float | Undecodable] = list(prepared)  # Undecodable entries stay as they are
-    if scorable:
-        images = [prepared[i] for i in scorable]
-        values = _similarities(model, images, [batch[i].caption for i in scorable], precision)
-        for i, value in zip(scorable, values):
-            scores[i] = value
-    return scores
-
-
-def _similarities(model: LoadedClip, images: list[Any], captions: list[str], precision: str) -> list[float]:
-    import torch
-
-    with torch.inference_mode():
-        pixels = torch.stack(images).to(model.device, dtype=getattr(torch, _INPUT_DTYPES[precision]))
-        tokens = model.tokenizer(captions).to(model.device)
-        image_features = model.model.encode_image(pixels)
-        text_features = model.model.encode_text(tokens)
-        return cosine_similarities(image_features, text_features).cpu().tolist()
-
-
-def _prepare(sample: Sample, model: LoadedClip) -> Any:
-    """The preprocessed image tensor, or Undecodable: the one place a bad image becomes data."""
-    try:
-        return model.preprocess(decode_image(sample.image))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        return Undecodable(f"image not decodable at scoring: {type(error).__name__}: {error}")
+def apply_clip_score(
+    sample: Sample, score: ClipScore | float | Undecodable, threshold: float, preview_rate: float = 0.0
+) -> Sample:
+    """``apply_score`` plus the rest of a ``ClipScore``: tags on every scored row, embeddings on
+    kept rows only (the shard's .npy files hold kept samples; rejected rows need not carry them)."""
+    if not isinstance(score, ClipScore):
+        return apply_score(sample, score, threshold, preview_rate)
+    decided = apply_score(sample, score.similarity, threshold, preview_rate)
+    if decided.status != Status.SUCCESS:
+        return dataclasses.replace(decided, tags=score.tags)
+    return dataclasses.replace(
+        decided, tags=score.tags, image_embedding=score.image_embedding, text_embedding=score.text_embedding
+    )
 
 
 class _ApplyThresholdFn(beam.DoFn):
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, preview_rate: float = 0.0) -> None:
         self._threshold = threshold
+        self._preview_rate = preview_rate
         self._counters = metrics.StageCounters(metrics.SCORE)
 
     def process(self, result: PredictionResult) -> Iterator[Sample]:
         self._counters.total.inc()
-        sample = apply_score(result.example, result.inference, self._threshold)
+        sample = apply_clip_score(result.example, result.inference, self._threshold, self._preview_rate)
         if sample.status == Status.SUCCESS:
             self._counters.forwarded.inc()
         else:
@@ -150,11 +182,17 @@ class _ApplyThresholdFn(beam.DoFn):
         yield sample
 
 
-class _Score(beam.PTransform):
-    def __init__(self, handler: ModelHandler, threshold: float) -> None:
+class ScoreStage(beam.PTransform):
+    """RunInference then the threshold: the part that needs the model (and carries the hint).
+
+    Pending samples only; ``ScoreWithClip`` routes the others around it.
+    """
+
+    def __init__(self, handler: ModelHandler, threshold: float, preview_rate: float = 0.0) -> None:
         super().__init__()
         self._handler = handler
         self._threshold = threshold
+        self._preview_rate = preview_rate
 
     def expand(self, pending: beam.PCollection) -> beam.PCollection:
         from apache_beam.ml.inference.base import RunInference  # imports torch: only when built
@@ -162,15 +200,15 @@ class _Score(beam.PTransform):
         return (
             pending
             | "RunInference" >> RunInference(self._handler)
-            | "ApplyThreshold" >> beam.ParDo(_ApplyThresholdFn(self._threshold))
+            | "ApplyThreshold" >> beam.ParDo(_ApplyThresholdFn(self._threshold, self._preview_rate))
         )
 
 
 class ScoreWithClip(beam.PTransform):
     """Scores pending samples with CLIP and keeps those at or above the threshold.
 
-    ``model_handler`` replaces the open_clip handler (tests pass fakes); it must yield
-    ``PredictionResult(sample, similarity)`` like ``OpenClipModelHandler``.
+    ``model_handler`` replaces the open_clip handler (tests and benchmarks pass their own); it
+    must yield ``PredictionResult(sample, ClipScore | similarity | Undecodable)``.
     """
 
     def __init__(self, config: ClipConfig, model_handler: ModelHandler | None = None) -> None:
@@ -183,7 +221,7 @@ class ScoreWithClip(beam.PTransform):
         self._handler = model_handler
 
     def expand(self, samples: beam.PCollection) -> beam.PCollection:
-        score = _Score(self._handler, self._config.threshold)
+        score = ScoreStage(self._handler, self._config.threshold, self._config.preview_rate)
         if self._config.accelerator:
             score = score.with_resource_hints(accelerator=self._config.accelerator)
         return samples | "ScorePending" >> OnPending(score)

@@ -21,6 +21,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 import requests
 import urllib3.exceptions
 
+from clipcrawl.io import faults
 from clipcrawl.transforms.address_guard import BlockedAddressError
 from clipcrawl.transforms.download_config import DEFAULT_USER_AGENT, DownloadConfig
 from clipcrawl.transforms.fetch import Fetcher, FetchError, FetchFacts, origin_of
@@ -143,13 +144,16 @@ class _DownloadBatchFn(beam.DoFn):
     def process(
         self, batch: list[Sample], timestamp: Any = beam.DoFn.TimestampParam, window: Any = beam.DoFn.WindowParam
     ) -> Iterator[Any]:
+        faults.point("download.batch_before")
         for index in interleave_by_host(batch):
             future = self._executor.submit(download_sample, self._fetcher, batch[index])
             self._in_flight[future] = (timestamp, window)
         yield from self._hand_on(keep=self._max_in_flight)
+        faults.point("download.batch_after")
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         yield from self._hand_on(keep=0)
+        faults.point("download.bundle_finished")
 
     def _hand_on(self, keep: int) -> Iterator[WindowedValue]:
         """Every finished download; waits for more to finish while over ``keep`` are running."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from clipcrawl.io import faults
 from clipcrawl.io.archive import HTML, SKIPPED, WAT_JSON, iter_archive, resolve_reader
 from clipcrawl.io.url_lists import is_url_list, iter_url_rows
 from clipcrawl.io.warc_framing import BadRecord
@@ -185,9 +186,12 @@ class _ExtractShardFn(beam.DoFn):
     def process(self, shard: tuple[int, str]) -> Iterator[Any]:
         shard_no, uri = shard
         report = ReadReport()
+        faults.point("extract.shard_start")
         try:
             for sample in iter_candidates(shard_no, uri, self._config, report):
+                self._extract.total.inc()  # every candidate goes on: extraction drops none
                 self._extract.forwarded.inc()
+                faults.point("extract.record")  # cheap when unarmed; hit n = after n-1 records
                 yield sample
         except Exception as error:  # noqa: BLE001 - any read failure fails this shard only
             message = f"cannot read {uri}: {type(error).__name__}: {error}"
