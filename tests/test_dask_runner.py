@@ -138,7 +138,9 @@ def test_the_pipeline_on_dask_writes_the_same_dataset_as_the_direct_runner(sched
             assert other["similarity"] is None, key
         else:
             assert other["similarity"] == pytest.approx(row["similarity"], abs=1e-6), key
-        assert {c: v for c, v in other.items() if c not in TIMING_COLUMNS} == {
-            c: v for c, v in row.items() if c not in TIMING_COLUMNS}, key
+        # Similarity was compared above: batches group samples differently on each runner, which
+        # moves float32 results in the last bits (6e-8 seen).
+        assert {c: v for c, v in other.items() if c not in TIMING_COLUMNS | {"similarity"}} == {
+            c: v for c, v in row.items() if c not in TIMING_COLUMNS | {"similarity"}}, key
     assert tar_contents(f"{tmp_path}/dask") == tar_contents(f"{tmp_path}/direct") != {}
     assert not glob.glob(f"{tmp_path}/dask/.*.tmp")
