@@ -22,7 +22,7 @@ setup(
     package_dir={"clipcrawl": "pipelines/_root", **{f"clipcrawl.{layer}": layer for layer in LAYERS}},
     package_data={"clipcrawl.transforms": ["assets/*"]},
     install_requires=[
-        "apache-beam>=2.60,<3",
+        "apache-beam>=2.78,<2.79",  # the tested minor; runners/Dockerfile builds workers with the same one
         "pyarrow>=14",
         "warcio>=1.7",
         "requests>=2.31",
@@ -56,6 +56,7 @@ setup(
             "psycopg[binary]>=3.1",  # ledger tests against a real PostgreSQL server
             "s3fs>=2023.1",
             "moto[server]>=5",  # a real S3 endpoint on loopback for the s3:// output test
+            "trustme>=1.0",  # a throwaway CA and certificates for the https download tests
             "apache-beam[gcp]",  # DataflowRunner --dry_run builds the job graph offline
             "dask[distributed]>=2024.1",
             "selenium>=4.10",  # drives Debian's chromium to check the HTML report renders

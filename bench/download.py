@@ -18,7 +18,11 @@ once the fixed costs (imports, spawned processes, start-up waits) are paid. Two 
   clipcrawl with its default politeness (per-host connections and rate, robots.txt);
 * ``one-host``: every URL on 127.0.0.1, clipcrawl with per-host limits and robots.txt off.
 
-Usage: ``python bench/download.py [--count 1000] [--limit N] [--hosts 32] [--threads 16] [--smoke]``
+With ``--compare-pillow`` a third row, ``clipcrawl-pillow``, runs clipcrawl with pyvips hidden
+(every WebP decoded by Pillow at full size), so the scaled-WebP decoder's gain is measured in
+the same run.
+
+Usage: ``python bench/download.py [--count 1000] [--limit N] [--hosts 32] [--threads 16] [--compare-pillow] [--smoke]``
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from clipcrawl.transforms.download_config import DownloadConfig  # noqa: E402
 TARGET_RATIO = 2.0
 DEFAULT_VENV = Path(tempfile.gettempdir()) / "dl-bench-venv"
 SMOKE = {"count": 60, "hosts": 4}
+# thread_time() sees only the calling thread; libvips decodes in a worker thread of its own.
+VIPS_NOTE = ", whose libvips worker-thread CPU counts in the loop but not in process_image"
 
 
 @dataclasses.dataclass
@@ -56,6 +62,9 @@ class Run:
     cpu_s: float = 0.0  # the subprocess's user+sys seconds, its children included
     wall_s: float = 0.0
     inner_cpu_s: float | None = None  # clipcrawl only: CPU of the download loop alone
+    image_cpu_s: float | None = None  # clipcrawl only: CPU inside process_image (all threads)
+    images: int = 0  # clipcrawl only: process_image calls
+    decoder: str = ""  # clipcrawl only: which decoder large WebPs got
     outcomes: dict[str, tuple[bool, str]] = dataclasses.field(default_factory=dict)  # url -> (ok, reason)
 
     @property
@@ -73,17 +82,19 @@ def timed(command: list[str], cwd: Path, log: Path) -> tuple[int, float, float]:
     return process.returncode, usage.ru_utime + usage.ru_stime, time.perf_counter() - began
 
 
-def run_clipcrawl(urls: list[str], config: dict, work: Path) -> Run:
+def run_clipcrawl(urls: list[str], config: dict, work: Path, pillow_only: bool = False) -> Run:
+    tool = "clipcrawl-pillow" if pillow_only else "clipcrawl"
     work.mkdir(parents=True, exist_ok=True)
     (work / "urls.txt").write_text("\n".join(urls) + "\n")
     (work / "config.json").write_text(json.dumps(config))
     command = [sys.executable, str(BENCH / "download_clipcrawl.py"), "urls.txt", "config.json", "result.json"]
-    code, cpu_s, wall_s = timed(command, work, work / "log.txt")
+    code, cpu_s, wall_s = timed(command + ["--pillow-only"] * pillow_only, work, work / "log.txt")
     if code != 0:
-        return Run("clipcrawl", note=f"exit {code}: {(work / 'log.txt').read_text()[-2000:]}")
+        return Run(tool, note=f"exit {code}: {(work / 'log.txt').read_text()[-2000:]}")
     result = json.loads((work / "result.json").read_text())
     outcomes = {url: (row["ok"], row["error"] or row["status"]) for url, row in result["rows"].items()}
-    return Run("clipcrawl", cpu_s=cpu_s, wall_s=wall_s, inner_cpu_s=result["cpu_s"], outcomes=outcomes)
+    return Run(tool, cpu_s=cpu_s, wall_s=wall_s, inner_cpu_s=result["cpu_s"], image_cpu_s=result["image_cpu_s"],
+               images=result["images"], decoder=result["webp_decoder"], outcomes=outcomes)
 
 
 def run_img2dataset(urls: list[str], venv: Path, threads: int, timeout: float, work: Path) -> Run:
@@ -164,23 +175,34 @@ def marginal(full: Run, half: Run | None) -> float | None:
 
 def report(scenario: Scenario, runs: list[Run], halves: list[Run | None]) -> None:
     print(f"\n== scenario {scenario.name}: {len(scenario.urls)} URLs; {scenario.description}")
-    print(f"{'tool':<12} {'successes':>9} {'wall s':>7} {'CPU s':>7} {'succ/CPU-s':>10} {'half: succ':>10} "
+    print(f"{'tool':<16} {'successes':>9} {'wall s':>7} {'CPU s':>7} {'succ/CPU-s':>10} {'half: succ':>10} "
           f"{'CPU s':>6} {'marginal ms/succ':>16}")
     costs = []
     for run, half in zip(runs, halves):
         if run.note:
-            print(f"{run.tool + ':':<12} {run.note}")
+            print(f"{run.tool + ':':<16} {run.note}")
             costs.append(None)
             continue
         cost = marginal(run, half)
         costs.append(cost)
         half_cols = f"{half.successes:>10} {half.cpu_s:>6.2f}" if half is not None and not half.note else f"{'-':>10} {'-':>6}"
-        print(f"{run.tool:<12} {run.successes:>9} {run.wall_s:>7.2f} {run.cpu_s:>7.2f} "
+        print(f"{run.tool:<16} {run.successes:>9} {run.wall_s:>7.2f} {run.cpu_s:>7.2f} "
               f"{per_cpu(run.successes, run.cpu_s):>10.1f} {half_cols} "
               f"{'-' if cost is None else f'{cost * 1e3:.1f}':>16}")
         if run.inner_cpu_s is not None:
-            print(f"{'':<12} (clipcrawl's download loop alone: {run.inner_cpu_s:.2f} CPU s, "
-                  f"{per_cpu(run.successes, run.inner_cpu_s):.1f} successes/CPU-s)")
+            print(f"{'':<16} (clipcrawl's download loop alone: {run.inner_cpu_s:.2f} CPU s, "
+                  f"{per_cpu(run.successes, run.inner_cpu_s):.1f} successes/CPU-s; in process_image "
+                  f"{run.image_cpu_s:.2f} CPU s = {1e3 * run.image_cpu_s / max(run.images, 1):.1f} ms x "
+                  f"{run.images} images; large WebP by {run.decoder}{VIPS_NOTE if 'pyvips' in run.decoder else ''})")
+    if len(runs) > 2 and not runs[0].note and not runs[2].note:
+        scaled, pillow = runs[0], runs[2]
+        line = (f"scaled WebP decoding (pyvips) vs Pillow only: "
+                f"{per_cpu(scaled.successes, scaled.cpu_s) / per_cpu(pillow.successes, pillow.cpu_s):.2f}x "
+                f"successes per CPU second; download loop "
+                f"{per_cpu(scaled.successes, scaled.inner_cpu_s) / per_cpu(pillow.successes, pillow.inner_cpu_s):.2f}x")
+        if costs[0] and costs[2]:
+            line += f"; marginal {costs[2] / costs[0]:.2f}x"
+        print(line)
     ours, theirs = runs[0], runs[1]
     if ours.note or theirs.note:
         return
@@ -221,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-marginal", action="store_true", help="skip the half-list runs")
     parser.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "clipcrawl-download-bench",
                         help="where the generated images are cached")
+    parser.add_argument("--compare-pillow", action="store_true",
+                        help="also run clipcrawl with pyvips hidden (Pillow decodes every WebP)")
     parser.add_argument("--smoke", action="store_true", help="60 URLs, 4 hosts, clipcrawl only, no half-list runs")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -264,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
                     if not args.no_marginal:
                         halves[1] = run_img2dataset(half_urls, args.venv, args.threads, args.timeout,
                                                     work / f"{scenario.name}-img2dataset-half")
+                if args.compare_pillow:
+                    pillow_work = work / f"{scenario.name}-pillow"
+                    runs.append(run_clipcrawl(scenario.urls, scenario.config, pillow_work, pillow_only=True))
+                    halves.append(None if args.no_marginal else run_clipcrawl(
+                        half_urls, scenario.config, pillow_work.with_name(pillow_work.name + "-half"), pillow_only=True))
                 failed |= bool(runs[0].note) or runs[0].successes == 0
                 report(scenario, runs, halves)
     finally:

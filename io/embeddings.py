@@ -4,8 +4,12 @@
 Row ``i`` of both files is the ``i``-th kept sample in key order, which is the order of the
 ``success`` rows in the shard's parquet (the writer sorts rows by key). The dot product of an
 image row and the text row beside it is the sample's ``similarity`` up to float16 rounding
-(~1e-3). A shard that keeps nothing gets empty ``(0, 0)`` arrays, so a rerun never leaves the
-embeddings of an earlier run behind.
+(~1e-3).
+
+A shard that keeps nothing has no embedding files: the writer does not know the model's
+width without a kept row, and a ``(0, 0)`` array would break ``np.concatenate`` over shards.
+The writer removes a shard's earlier embedding files when a rerun writes none (nothing kept,
+or run without ``--save_embeddings``), so files on disk always match the shard's parquet.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ def embedding_matrices(kept: Sequence[Sample]) -> dict[str, np.ndarray]:
     """``{img, text}`` -> [len(kept), dim] float16, rows in the order of ``kept``.
 
     Every kept sample must carry both embeddings (the scorer adds them when asked); a missing
-    one is a pipeline bug and raises rather than shifting the rows.
+    one is a pipeline bug and raises rather than shifting the rows. ``kept`` must not be empty:
+    a shard that keeps nothing writes no files.
     """
+    if not kept:
+        raise ValueError("no kept samples: a shard that keeps nothing has no embedding files")
     matrices = {}
     for kind, field in ((IMAGE, "image_embedding"), (TEXT, "text_embedding")):
         rows = []
@@ -47,7 +54,7 @@ def embedding_matrices(kept: Sequence[Sample]) -> dict[str, np.ndarray]:
             rows.append(np.frombuffer(data, dtype=DTYPE))
         if len({row.shape for row in rows}) > 1:
             raise RuntimeError(f"{field} lengths differ within one shard: {sorted({row.size for row in rows})}")
-        matrices[kind] = np.stack(rows) if rows else np.zeros((0, 0), dtype=DTYPE)
+        matrices[kind] = np.stack(rows)
     return matrices
 
 
@@ -57,7 +64,11 @@ def write_matrix(matrix: np.ndarray, sink: BinaryIO) -> None:
 
 
 def read_embeddings(output_dir: str, shard_no: int, **storage_options: Any) -> dict[str, np.ndarray]:
-    """The shard's ``{img, text}`` matrices from a local path or fsspec URL."""
+    """The shard's ``{img, text}`` matrices from a local path or fsspec URL.
+
+    Raises FileNotFoundError for a shard without files (it kept nothing, or the run did not
+    save embeddings): its parquet tells which.
+    """
     fs, root = url_to_fs(output_dir, **storage_options)
     matrices = {}
     for kind in (IMAGE, TEXT):

@@ -122,7 +122,8 @@ def write_shard(
         with stage(tar_name(shard_no, part_no)) as sink:
             _write_tar(part, sink)
         faults.point("writer.tar_staged")
-    if config.save_embeddings:  # row i = i-th kept sample in key order, as in the parquet
+    # Row i = i-th kept sample in key order, as in the parquet; nothing kept: no files (io/embeddings.py).
+    if config.save_embeddings and kept:
         for kind, matrix in embeddings.embedding_matrices(kept).items():
             with stage(embeddings.embedding_name(shard_no, kind)) as sink:
                 embeddings.write_matrix(matrix, sink)
@@ -197,8 +198,10 @@ def _remove_orphans(fs: fsspec.AbstractFileSystem, root: str, shard_no: int) -> 
 
 
 def _remove_stale_parts(fs: fsspec.AbstractFileSystem, root: str, shard_no: int, keep: set[str]) -> None:
-    """Tar parts this shard had before (a rerun that keeps fewer samples) must not survive."""
-    part = re.compile(rf"{shard_prefix(shard_no)}_[0-9]{{2,}}\.tar")
+    """Tar parts and embedding files this shard had before must not survive a rerun that keeps
+    fewer samples, or saves no embeddings: they would not match the new parquet."""
+    kinds = f"{embeddings.IMAGE}|{embeddings.TEXT}"
+    part = re.compile(rf"{shard_prefix(shard_no)}_(?:[0-9]{{2,}}\.tar|(?:{kinds})_emb\.npy)")
     for path in _list_shard_files(fs, root, shard_prefix(shard_no) + "_"):
         if part.fullmatch(posixpath.basename(path)) and path not in keep and fs.unstrip_protocol(path) not in keep:
             fs.rm(path)

@@ -123,6 +123,7 @@ def demo_args(input_dir: str, dataset_dir: str) -> list[str]:
         # Every demo image is on one loopback host that we run: no need to pace requests to it.
         "--per_host_rate=0",
         "--nickname=demo",
+        "--preview_rate=1",  # a handful of rejections: keep a preview of each for the report
         "--force",  # the inputs are regenerated on every demo run (new server port)
         # A few dozen images: worker processes (each importing torch) cost more than they save.
         "--direct_running_mode=in_memory",

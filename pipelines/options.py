@@ -124,7 +124,16 @@ class DownloadOptions(PipelineOptions):
                            help="host:port let through the address guard (tests, intranets). Repeatable.")
         group.add_argument("--ignore_robots_txt", action="store_true", help="Do not fetch or honour robots.txt.")
         group.add_argument("--ignore_tdm_reservation", action="store_true",
-                           help="Do not honour the TDM-Rep header tdm-reservation: 1.")
+                           help="Do not honour TDM-Rep reservations (the tdm-reservation: 1 header and "
+                           "/.well-known/tdmrep.json).")
+        group.add_argument("--ignore_tdmrep_json", action="store_true",
+                           help="Do not fetch or honour /.well-known/tdmrep.json (the header is still honoured).")
+        group.add_argument("--robots_cache_seconds", type=float, default=d.robots_cache_seconds,
+                           help="How long a robots.txt or tdmrep.json answer is used before it is fetched again "
+                           "(RFC 9309: at most 24 h).")
+        group.add_argument("--ca_bundle", default=d.ca_bundle,
+                           help="PEM file of CAs trusted for https downloads instead of the system's "
+                           "(default: REQUESTS_CA_BUNDLE when set). Must exist on every worker.")
         group.add_argument("--per_host_connections", type=int, default=d.per_host_connections,
                            help="Requests in flight per host per worker (0: unlimited).")
         group.add_argument("--per_host_rate", type=float, default=d.per_host_rate,
@@ -159,7 +168,8 @@ class ClipOptions(PipelineOptions):
                            "the next chunk overlaps the GPU (default: one pass per batch).")
         group.add_argument("--clip_device", default=c.device, help="auto (cuda when present), cpu, cuda, cuda:N.")
         group.add_argument("--clip_precision", default=c.precision, choices=list(PRECISIONS),
-                           help="fp32 (exact; TF32 off), tf32, fp16 or bf16 (open_clip's mixed low precision); "
+                           help="fp32 (exact; TF32 off), tf32, fp16 or bf16 (open_clip's mixed low precision), "
+                           "pure_fp16 or pure_bf16 (every weight cast, LayerNorms too); "
                            "README 'CLIP precision' lists the measured deviations.")
         group.add_argument("--clip_image_decoder", default=c.image_decoder, choices=list(IMAGE_DECODERS),
                            help="cpu: Pillow on a thread pool, equal to open_clip's preprocess; nvjpeg: JPEGs "
@@ -342,6 +352,9 @@ def _download_config(o: DownloadOptions) -> DownloadConfig:
         respect_x_robots_tag=not o.ignore_x_robots_tag,
         respect_robots_txt=not o.ignore_robots_txt,
         respect_tdm_reservation=not o.ignore_tdm_reservation,
+        respect_tdmrep_json=not o.ignore_tdmrep_json,
+        robots_cache_seconds=o.robots_cache_seconds,
+        ca_bundle=o.ca_bundle,
         per_host_connections=o.per_host_connections,
         per_host_rate=o.per_host_rate,
         max_host_wait=o.max_host_wait,

@@ -8,7 +8,7 @@ Beam 2.77 turns each ParDo into ``map_partitions`` over a ``dask.bag``, and as s
    clipcrawl routes settled rows around stages and shard errors past the writer that way.
 2. ``finish_bundle`` output is dropped: results are collected before ``finish_bundle`` runs.
    ``BatchElements`` (under RunInference) hands on its last batch there, and so does the
-   downloader with the downloads still in flight.
+   downloader with the downloads still in flight. (Beam 2.78 fixed this one; 1 remains.)
 
 Both show on a three-line pipeline (a ``with_outputs`` split, a DoFn that emits from
 ``finish_bundle``); ``tests/test_dask_runner.py`` runs it. Here each partition gets its own
@@ -147,7 +147,9 @@ class DaskRunner(dask_runner.DaskRunner):
     """Beam's DaskRunner, with tagged outputs and ``finish_bundle`` output kept."""
 
     @staticmethod
-    def to_dask_bag_visitor(bag_kwargs: dict | None = None) -> PipelineVisitor:
+    def to_dask_bag_visitor(bag_kwargs: dict | None = None, lazy_side_inputs: bool = False) -> PipelineVisitor:
+        """``lazy_side_inputs`` (Beam 2.78's ``--dask_lazy_side_inputs``) is accepted and ignored:
+        side inputs are read through Beam's windowed iterator either way."""
         return _BagVisitor(bag_kwargs or {})
 
     def run_pipeline(self, pipeline: Any, options: Any) -> _Result:

@@ -45,6 +45,7 @@ _WORKER_KILLED = re.compile(r"Worker subprocess exited with return code (137|-9)
 _WORKER_GRACE = 3.0  # seconds the launcher gets to notice a dead worker before we kill its group
 _MAX_RERUNS = 3
 _CLI = "import sys; from clipcrawl.pipelines.cli import main; sys.exit(main())"
+CLIP_BATCH_SIZE = 4  # --clip_batch_size of every run: several scoring batches per process
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +75,8 @@ def _points(mode: str, *specs: str) -> list[KillPoint]:
 # The shards: 3 WATs with 16 candidates each (12 images, 8 of them kept) and one with no
 # images; 4 kept samples per tar part, so 2 parts per shard. In one process the writer takes
 # the shards one after another, so a writer point at hit n lands with n-1 shards done.
+# Scoring runs in batches of CLIP_BATCH_SIZE, so every process scores several batches and a
+# score point at hit 2 lands with one batch scored (the default 256 makes one batch per bundle).
 ALL_POINTS: tuple[KillPoint, ...] = tuple(
     _points(
         IN_MEMORY,
@@ -237,6 +240,7 @@ class CrashHarness:
             "--per_host_rate=0",
             "--image_size=64",
             "--samples_per_part=4",
+            f"--clip_batch_size={CLIP_BATCH_SIZE}",
             "--nickname=crash",
             f"--direct_running_mode={mode}",
             f"--direct_num_workers={2 if mode == MULTI else 1}",

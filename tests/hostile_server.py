@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 import time
@@ -133,9 +134,11 @@ NOT_FOUND = send(b"not found", status=404, content_type="text/plain")
 class HostileServer:
     """``with HostileServer({"/path": handler}) as server: server.url("/path")``."""
 
-    def __init__(self, routes: Mapping[str, Handler], host: str = "127.0.0.1") -> None:
+    def __init__(self, routes: Mapping[str, Handler], host: str = "127.0.0.1",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.routes = dict(routes)
         self._host = host
+        self._tls = tls  # a server-side context: the same routes over https
         self._lock = threading.Lock()
         self.requests: list[Request] = []
         self._open: collections.Counter[str] = collections.Counter()
@@ -152,7 +155,7 @@ class HostileServer:
         return f"{self._host}:{self.port}"
 
     def url(self, path: str) -> str:
-        return f"http://{self.authority}{path}"
+        return f"{'https' if self._tls else 'http'}://{self.authority}{path}"
 
     def paths(self) -> list[str]:
         with self._lock:
@@ -174,25 +177,47 @@ class HostileServer:
             with self._lock:
                 self._open[request.host] -= 1
 
+    def _accept(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        if self._tls is None:
+            self._serve(conn)
+            return
+        try:
+            wrapped = self._tls.wrap_socket(conn, server_side=True)
+        except OSError:  # ssl.SSLError too: the client gave up during the handshake
+            return
+        with wrapped:  # the wrapped socket owns the connection now
+            self._serve(wrapped)
+
     def __enter__(self) -> HostileServer:
-        outer = self
-
-        class _Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                self.request.settimeout(5)
-                outer._serve(self.request)
-
-        socketserver.ThreadingTCPServer.request_queue_size = 128  # a full backlog costs a 1 s SYN retry
-        self._server = socketserver.ThreadingTCPServer((self._host, 0), _Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server = serve_in_thread(self._host, self._accept)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
         assert self._server is not None
-        self._server.shutdown()
-        self._server.server_close()
+        stop(self._server)
+
+
+def serve_in_thread(host: str, handle: Callable[[socket.socket], None]) -> socketserver.ThreadingTCPServer:
+    """A threading TCP server on ``host`` and a free port that calls ``handle(conn)`` per connection."""
+
+    class _Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            handle(self.request)
+
+    server = socketserver.ThreadingTCPServer((host, 0), _Handler, bind_and_activate=False)
+    server.request_queue_size = 128  # a full backlog costs a 1 s SYN retry
+    server.daemon_threads = True
+    server.server_bind()
+    server.server_activate()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+def stop(server: socketserver.ThreadingTCPServer) -> None:
+    server.shutdown()
+    server.server_close()
 
 
 def _read_request(conn: socket.socket) -> Request | None:

@@ -306,6 +306,6 @@ def test_accelerator_hint_is_on_the_scoring_step_only() -> None:
     routing = [name for name in leaves if "SplitPending" in name or name.startswith("Rows")]
     assert routing and all(ACCELERATOR_URN not in hints(leaves[name]) for name in routing)
     unhinted = beam.Pipeline(options=beam_options())
-    _ = unhinted | beam.Create([1]) | ScoreWithClip(TINY)
+    _ = unhinted | beam.Create([sample(0, "a red circle", None)]) | ScoreWithClip(TINY)
     environments = unhinted.to_runner_api().components.environments.values()
     assert all(ACCELERATOR_URN not in env.resource_hints for env in environments)

@@ -13,6 +13,7 @@ import glob
 import hashlib
 import os
 import tarfile
+from collections.abc import Iterator
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -52,8 +53,9 @@ class _HoldUntilFinish(beam.DoFn):
     def start_bundle(self) -> None:
         self._held = []
 
-    def process(self, number: int) -> None:
+    def process(self, number: int) -> Iterator[int]:
         self._held.append(number)
+        return iter(())  # not None: Beam 2.78 checks a process annotated "-> None" as an iterable
 
     def finish_bundle(self):
         for number in self._held:
@@ -91,8 +93,11 @@ def test_beams_runner_mixes_tagged_outputs_and_drops_finish_bundle_output(schedu
     expected = {"odd": [1, 3, 5], "even": [0, 2, 4], "held": [0, 100, 200, 300, 400, 500]}
     assert run_probe(OURS, scheduler, str(tmp_path / "ours.txt")) == expected
     beams = run_probe(BEAMS_RUNNER, scheduler, str(tmp_path / "beams.txt"))
-    # Beam 2.77: both outputs of the split receive all six numbers, and the held ones vanish.
-    assert beams == {"odd": list(range(6)), "even": list(range(6))}, "Beam fixed its DaskRunner: drop ours"
+    # Both outputs of the split receive all six numbers (Beam 2.77 and 2.78). Beam 2.77 also
+    # drops finish_bundle output; 2.78 keeps it.
+    mixed = {"odd": list(range(6)), "even": list(range(6))}
+    held = {} if beam.__version__.startswith("2.77.") else {"held": expected["held"]}
+    assert beams == {**mixed, **held}, "Beam fixed its DaskRunner's tagged outputs: drop ours"
 
 
 def parquet_rows(output: str) -> dict[str, dict]:

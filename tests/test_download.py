@@ -73,9 +73,12 @@ def fetched(url: str, config: DownloadConfig = LOCAL, resolver: object = socket.
         fetcher.close()
 
 
+SITE_POLICIES = ("/robots.txt", "/.well-known/tdmrep.json")  # each fetched once per origin before its first image
+
+
 def image_requests(server: ImageServer) -> list[str]:
-    """Requested paths other than robots.txt (fetched once per host before the first image)."""
-    return [path for path in server.requested if path != "/robots.txt"]
+    """Requested paths other than the site policy files."""
+    return [path for path in server.requested if path not in SITE_POLICIES]
 
 
 def test_good_image_is_stored_and_stays_pending(server: ImageServer) -> None:
@@ -86,7 +89,7 @@ def test_good_image_is_stored_and_stays_pending(server: ImageServer) -> None:
     assert result.sha256 == hashlib.sha256(result.image).hexdigest()
     assert (result.http_status, result.final_url, result.downloaded_bytes) == (200, server.url("/img.jpg"), len(IMAGE))
     assert result.fetch_time is not None and result.fetch_seconds is not None and result.fetch_seconds >= 0
-    assert server.requested == ["/robots.txt", "/img.jpg"]
+    assert server.requested == [*SITE_POLICIES, "/img.jpg"]
     assert all(seen.headers["User-Agent"] == LOCAL.user_agent for seen in server.seen)
 
 
@@ -215,7 +218,7 @@ def test_the_address_connected_to_is_the_address_checked(server: ImageServer, mo
 
     monkeypatch.setattr(socket.socket, "connect", recording_connect)
     config = dataclasses.replace(LOCAL, allow_private_addresses=False, allowed_hosts=(f"127.0.0.1:{server.port}",),
-                                 dns_cache_seconds=0, respect_robots_txt=False)
+                                 dns_cache_seconds=0, respect_robots_txt=False, respect_tdmrep_json=False)
     url = f"http://rebind.example:{server.port}/img.jpg"
     first = fetched(url, config, resolver=rebinding)
     assert first.status == Status.PENDING

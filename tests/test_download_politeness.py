@@ -10,6 +10,7 @@ import pytest
 from clipcrawl.transforms.download import _DownloadBatchFn, download_sample
 from clipcrawl.transforms.fetch import Fetcher
 from clipcrawl.transforms.guarded_http import DnsCache
+from clipcrawl.transforms.origin_cache import OriginCache
 from clipcrawl.transforms.politeness import HostBusyError, HostGate, retry_after_seconds, tdm_reserved
 from clipcrawl.transforms.robots import RobotsFetch, robots_url_for, rules_from_fetch
 from clipcrawl.transforms.status import Status
@@ -136,12 +137,73 @@ def test_unreachable_robots_txt_disallows_the_whole_host() -> None:
         assert server.paths() == ["/robots.txt"]  # fetched once, and no image was requested
 
 
+def test_robots_txt_is_fetched_again_after_the_cache_time() -> None:
+    """RFC 9309 2.4: a cached robots.txt is used for at most a day (here an hour, on a fake clock)."""
+    clock = FakeClock()
+    robots = hs.sequence(hs.send(b"User-agent: *\nDisallow: /b/\n", content_type="text/plain"),
+                         hs.send(b"User-agent: *\nDisallow: /a/\n", content_type="text/plain"))
+    with hs.HostileServer({"/robots.txt": robots, "/a/x.jpg": hs.send(JPEG), "/b/x.jpg": hs.send(JPEG)}) as server:
+        config = hostile_config(server, robots_cache_seconds=3600.0, respect_tdmrep_json=False)
+        fetcher = Fetcher(config, policy_clock=clock)
+
+        def statuses() -> list[str]:
+            return [download_sample(fetcher, sample(server.url(path))).status for path in ("/a/x.jpg", "/b/x.jpg")]
+
+        try:
+            assert statuses() == [Status.PENDING, Status.DISALLOWED_ROBOTS]
+            clock.now += 3599.0
+            assert statuses() == [Status.PENDING, Status.DISALLOWED_ROBOTS]  # still the cached rules
+            assert server.paths().count("/robots.txt") == 1
+            clock.now += 2.0
+            assert statuses() == [Status.DISALLOWED_ROBOTS, Status.PENDING]  # the new rules
+            assert server.paths().count("/robots.txt") == 2
+        finally:
+            fetcher.close()
+
+
+def test_origin_cache_loads_once_for_many_threads_and_expires() -> None:
+    clock = FakeClock()
+    loads: list[str] = []
+    release = threading.Event()
+
+    def load(key: str) -> str:
+        loads.append(key)
+        release.wait(5)
+        return f"rules of {key}"
+
+    cache: OriginCache[str] = OriginCache(load, ttl=10.0, size=2, clock=clock,
+                                          ttl_for=lambda value: 1.0 if "short" in value else 60.0)
+    answers: list[str] = []
+    threads = [threading.Thread(target=lambda: answers.append(cache.get("a"))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert answers == ["rules of a"] * 8 and loads == ["a"]
+    clock.now += 9.0
+    cache.get("a")
+    assert loads == ["a"]
+    clock.now += 1.0  # ttl reached: loaded again
+    cache.get("a")
+    assert loads == ["a", "a"]
+    cache.get("short")
+    clock.now += 1.0  # ttl_for shortened this one
+    cache.get("short")
+    assert loads == ["a", "a", "short", "short"]
+    cache.get("b")  # size 2: "a", the least recently used, is forgotten
+    cache.get("a")
+    assert loads[-2:] == ["b", "a"] and len(cache) == 2
+    with pytest.raises(ValueError, match="positive"):
+        OriginCache(load, ttl=0)
+
+
 def test_robots_can_be_ignored() -> None:
     with hs.HostileServer({"/robots.txt": hs.send(b"User-agent: *\nDisallow: /\n"), "/a.jpg": hs.send(JPEG)}) as server:
         fetcher = Fetcher(hostile_config(server, respect_robots_txt=False))
         assert download_sample(fetcher, sample(server.url("/a.jpg"))).status == Status.PENDING
         fetcher.close()
-        assert server.paths() == ["/a.jpg"]
+        assert server.paths() == ["/.well-known/tdmrep.json", "/a.jpg"]  # no robots.txt; TDM-Rep still asked
 
 
 @pytest.mark.parametrize("limit", [1, 2])
@@ -162,7 +224,7 @@ def test_per_host_connection_limit_holds_at_the_server(limit: int) -> None:
             fn.teardown()
         assert [r.status for r in results] == [Status.PENDING] * 8
         assert 1 <= server.max_concurrent[server.authority] <= limit
-        assert len(server.paths()) == 9  # robots.txt once, then every image
+        assert len(server.paths()) == 10  # robots.txt and tdmrep.json once, then every image
 
 
 def test_dns_cache_answers_repeat_lookups_until_the_ttl() -> None:

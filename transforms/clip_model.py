@@ -33,10 +33,10 @@ TINY_CONFIG_FILE = f"{TINY_MODEL_NAME}.json"
 TINY_CHECKPOINT_FILE = f"{TINY_MODEL_NAME}.pt"
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "pure_fp16", "pure_bf16")
 # Largest |trimmed - full| text feature difference (relative to the feature norm) the load-time
 # check accepts; fp32 differences are ~1e-7, fp16/bf16 ones ~1e-3 (reordered reductions).
-_TRIM_TOLERANCE = {"fp32": 1e-5, "tf32": 1e-2, "fp16": 2e-2, "bf16": 5e-2}
+_TRIM_TOLERANCE = {"fp32": 1e-5, "tf32": 1e-2, "fp16": 2e-2, "bf16": 5e-2, "pure_fp16": 2e-2, "pure_bf16": 5e-2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,8 @@ class LoadedClip:
         """The dtype pixels are cast to: the image tower's weights (fp16/bf16 keep LayerNorms fp32)."""
         import torch
 
-        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
+        half = {"fp16": torch.float16, "bf16": torch.bfloat16}
+        return half.get(self.precision.removeprefix("pure_"), torch.float32)
 
 
 def resolve_device(device: str) -> str:
@@ -105,7 +106,8 @@ def load_clip(
 
     ``precision``: ``fp32`` is exact (on CUDA, TF32 is switched off for this process so that
     GPU and CPU agree); ``tf32`` is fp32 weights with TF32 matmuls and convolutions; ``fp16``
-    and ``bf16`` are open_clip's mixed low precision (LayerNorms stay fp32).
+    and ``bf16`` are open_clip's mixed low precision (LayerNorms stay fp32); ``pure_fp16`` and
+    ``pure_bf16`` cast every weight, LayerNorms included.
     """
     import open_clip
     import torch

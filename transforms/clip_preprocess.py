@@ -116,11 +116,14 @@ class ImagePreparer:
         self._preprocess = preprocess
         self._device = device
         self._plan = plan_for(preprocess)
-        self._pin = device.startswith("cuda")
+        self._cuda = device.startswith("cuda")
+        # Page-locked host buffers let the copy to the GPU run asynchronously; pinning costs a
+        # system call per new buffer, so bench/clip_throughput.py measures it both ways.
+        self.pin_memory = self._cuda
         self._pool = ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="clip-decode")
         self.decoder = decoder
-        if decoder == "nvjpeg" and not (self._pin and self._plan is not None and self._plan.resize is not None):
-            why = "no CUDA device" if not self._pin else "this model's preprocess is not resize + centre crop"
+        if decoder == "nvjpeg" and not (self._cuda and self._plan is not None and self._plan.resize is not None):
+            why = "no CUDA device" if not self._cuda else "this model's preprocess is not resize + centre crop"
             _LOG.warning("nvjpeg decoding unavailable (%s): decoding on CPU threads", why)
             self.decoder = "cpu"
 
@@ -150,7 +153,7 @@ class ImagePreparer:
         if self._plan is None:
             return self._prepare_whole(images)
         height, width = self._plan.size
-        buffer = torch.empty((len(images), height, width, 3), dtype=torch.uint8, pin_memory=self._pin)
+        buffer = torch.empty((len(images), height, width, 3), dtype=torch.uint8, pin_memory=self.pin_memory)
         rows = buffer.numpy()
 
         def fill(position: int) -> str | None:

@@ -1,18 +1,22 @@
 """One image fetch: guarded, polite, bounded in time and bytes, redirects followed by hand.
 
 A ``Fetcher`` holds what a worker shares between its threads (the guarded session, the
-per-host gate, the robots.txt cache, the deadline watchdog). ``Fetcher.fetch`` raises
-``FetchError`` with the final status for every refusal it decides itself; network errors
-propagate as they are and ``download.status_for`` names them.
+per-host gate, the robots.txt and tdmrep.json caches, the deadline watchdog).
+``Fetcher.fetch`` raises ``FetchError`` with the final status for every refusal it decides
+itself; network errors propagate as they are and ``download.status_for`` names them.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import http.client
+import logging
 import socket
+import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import requests
 import urllib3.exceptions
@@ -24,6 +28,9 @@ from clipcrawl.transforms.image_processing import looks_like_image
 from clipcrawl.transforms.politeness import HostGate, retry_after_seconds, robots_tag_opt_out, tdm_reserved
 from clipcrawl.transforms.robots import MAX_ROBOTS_BYTES, RobotsCache, RobotsFetch
 from clipcrawl.transforms.status import Status
+from clipcrawl.transforms.tdmrep import MAX_TDMREP_BYTES, TdmRepCache, TdmRepRules, rules_from_fetch
+
+_LOG = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 64 * 1024
 _SNIFF_BYTES = 32
@@ -69,17 +76,29 @@ def origin_of(url: str) -> str:
 class Fetcher:
     """A worker's HTTP machinery; thread-safe, made in ``DoFn.setup``, never pickled."""
 
-    def __init__(self, config: DownloadConfig, resolver: Resolver = socket.getaddrinfo) -> None:
+    def __init__(self, config: DownloadConfig, resolver: Resolver = socket.getaddrinfo,
+                 policy_clock: Callable[[], float] = time.monotonic) -> None:
+        """``policy_clock`` times the robots.txt and tdmrep.json caches (tests move it)."""
         self.config = config
         self._watchdog = DeadlineWatchdog.shared()
         dns = DnsCache(resolver, ttl=config.dns_cache_seconds) if config.dns_cache_seconds else resolver
         pool_size = config.per_host_connections or config.threads
-        self.session = make_guarded_session(config.address_policy, dns, self._watchdog, config.user_agent, pool_size)
+        self.session = make_guarded_session(config.address_policy, dns, self._watchdog, config.user_agent, pool_size,
+                                            ca_bundle=config.ca_bundle)
         self.gate = HostGate(config.per_host_connections, config.per_host_rate)
-        self.robots = RobotsCache(self._fetch_robots)
+        self.robots = RobotsCache(self._fetch_robots, ttl=config.robots_cache_seconds, clock=policy_clock)
+        self.tdmrep = TdmRepCache(self._load_tdmrep, ttl=config.robots_cache_seconds, clock=policy_clock)
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._counts_lock = threading.Lock()
 
     def close(self) -> None:
         self.session.close()
+
+    def drain_counts(self) -> dict[str, int]:
+        """Events seen since the last call that no row carries (``tdmrep_invalid``, ...), for metrics."""
+        with self._counts_lock:
+            counts, self._counts = dict(self._counts), collections.Counter()
+        return counts
 
     def fetch(self, url: str, facts: FetchFacts) -> bytes:
         """The body of ``url``'s final response (after redirects), or ``FetchError``."""
@@ -97,12 +116,8 @@ class Fetcher:
         current = url
         while True:
             origin = origin_of(current)
-            if check_opt_outs and config.respect_robots_txt:
-                asked = time.monotonic()
-                reason = self.robots.disallow_reason(current, token)
-                if reason is not None:
-                    raise FetchError(Status.DISALLOWED_ROBOTS, reason)
-                deadline += time.monotonic() - asked  # robots.txt has its own deadline
+            if check_opt_outs:
+                deadline += self._check_site_policies(current, token)  # policy files have their own deadlines
             seen.add(current)
             with self.gate.slot(origin, time.monotonic() + config.max_host_wait) as waited:
                 deadline += waited  # time queued for the host is not time spent fetching
@@ -153,6 +168,19 @@ class Fetcher:
                 self._check_opt_out_headers(response)
             return _read_body(response, self.config, read_cap, deadline, facts, sniff=check_opt_outs)
 
+    def _check_site_policies(self, url: str, token: str) -> float:
+        """Refuse ``url`` if robots.txt or tdmrep.json says so; returns the seconds it took to ask."""
+        asked, config = time.monotonic(), self.config
+        if config.respect_robots_txt:
+            reason = self.robots.disallow_reason(url, token)
+            if reason is not None:
+                raise FetchError(Status.DISALLOWED_ROBOTS, reason)
+        if config.respect_tdm_reservation and config.respect_tdmrep_json:
+            reason = self.tdmrep.reservation_reason(url)
+            if reason is not None:
+                raise FetchError(Status.DISALLOWED_TDM, reason)
+        return time.monotonic() - asked
+
     def _check_opt_out_headers(self, response: requests.Response) -> None:
         headers = response.raw.headers
         if self.config.respect_x_robots_tag:
@@ -163,18 +191,29 @@ class Fetcher:
             raise FetchError(Status.DISALLOWED_TDM, "TDM-Rep tdm-reservation: 1 reserves text and data mining rights")
 
     def _fetch_robots(self, robots_url: str) -> RobotsFetch:
-        """robots.txt through the same guard and gate; any failure is data for RFC 9309's rules."""
+        return self._fetch_policy_file(robots_url, MAX_ROBOTS_BYTES)
+
+    def _load_tdmrep(self, tdmrep_url: str) -> TdmRepRules:
+        rules = rules_from_fetch(tdmrep_url, self._fetch_policy_file(tdmrep_url, MAX_TDMREP_BYTES))
+        if rules.problem_kind is not None:
+            with self._counts_lock:
+                self._counts[f"tdmrep_{rules.problem_kind}"] += 1
+            _LOG.warning("%s %s: no reservation taken from it", tdmrep_url, rules.problem)
+        return rules
+
+    def _fetch_policy_file(self, url: str, read_cap: int) -> RobotsFetch:
+        """robots.txt or tdmrep.json through the same guard and gate; any failure is data for the caller's rules."""
         facts = FetchFacts()
         try:
-            body = self._follow(robots_url, facts, time.monotonic(), self.config.user_agent_token,
-                                read_cap=MAX_ROBOTS_BYTES, check_opt_outs=False)
+            body = self._follow(url, facts, time.monotonic(), self.config.user_agent_token,
+                                read_cap=read_cap, check_opt_outs=False)
         except BlockedAddressError:
             raise  # the guard's verdict names the real reason; nothing is cached
         except FetchError as exc:
             if facts.http_status is not None and not 200 <= facts.http_status < 300:
                 return RobotsFetch(status=facts.http_status)
             return RobotsFetch(error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - unreachable in any way means "disallow", by the RFC
+        except Exception as exc:  # noqa: BLE001 - unreachable in any way is an answer (robots.txt: "disallow")
             return RobotsFetch(error=f"{type(exc).__name__}: {exc}")
         return RobotsFetch(status=facts.http_status, body=body)
 

@@ -9,7 +9,9 @@ the one place a socket is made, so redirects, robots.txt and retries are all cov
 
 The same connections enforce the per-request total deadline while the response headers
 arrive: a server dripping one header byte per second never trips a read timeout, so a
-shared watchdog thread shuts the socket down when the deadline passes.
+shared watchdog thread shuts the socket down when the deadline passes. (Connecting and the
+TLS handshake need no watchdog: each runs under one timeout of at most the time left, and
+CPython bounds a whole handshake, not each read of it, by the socket's timeout.)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import heapq
 import http.cookiejar
 import itertools
+import os
 import socket
 import threading
 import time
@@ -210,14 +213,23 @@ def _key_without_guard(key_fn: Callable[[dict], Any]) -> Callable[[dict], Any]:
 
 
 def make_guarded_session(policy: AddressPolicy, resolver: Resolver, watchdog: DeadlineWatchdog,
-                         user_agent: str, pool_maxsize: int, pool_connections: int = 64) -> requests.Session:
+                         user_agent: str, pool_maxsize: int, pool_connections: int = 64,
+                         ca_bundle: str | None = None) -> requests.Session:
     """A session that keeps no state between samples and only reaches checked addresses.
 
     Environment proxies and .netrc are ignored (a proxy would connect for us, unchecked),
     and cookies are refused so one site's cookies never travel with another's request.
+    Certificates are checked against ``ca_bundle`` when given, else ``REQUESTS_CA_BUNDLE``
+    (or ``CURL_CA_BUNDLE``) as requests itself would, else the system's CAs: ignoring the
+    environment for proxies must not also drop a CA bundle someone set on purpose.
     """
     session = requests.Session()
     session.trust_env = False
+    verify = ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if verify:
+        if not os.path.exists(verify):
+            raise ValueError(f"CA bundle {verify!r} does not exist on this worker")
+        session.verify = verify
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     session.headers["User-Agent"] = user_agent
     adapter = GuardedAdapter(policy, resolver, watchdog, pool_maxsize=pool_maxsize, pool_connections=pool_connections)

@@ -1,16 +1,26 @@
-"""Decode, check, resize and re-encode one downloaded image: pure Pillow, no I/O.
+"""Decode, check, resize and re-encode one downloaded image: Pillow, no I/O.
 
 Resize modes follow img2dataset so its users get the sizes they expect. Everything that
 can reject an image raises ``ImageError`` carrying the final ``Status``; the download stage
 turns it into a rejected row in one place.
+
+Pillow decodes every WebP at full size (it has no reduced-scale WebP decode, unlike JPEG's
+draft mode), which made large WebPs the costliest images of a crawl. When pyvips is installed,
+a WebP at least twice the target size is decoded by libwebp straight at the target scale
+(``decode_webp_scaled``): about half the CPU per such image (bench/download.py). Pillow still
+reads the header first, so every size and pixel-limit check stays the same; without pyvips
+nothing changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import io
+import logging
+from types import ModuleType
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -46,6 +56,19 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIDE_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF transpose/rotate by 90 degrees
 _TRANSPOSING_ORIENTATIONS = frozenset(range(2, 9))  # 1 (and junk values) leave the pixels as they are
+# EXIF orientation -> the transpose that displays the stored pixels (EXIF 2.3, tag 0x0112).
+_EXIF_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Scaled WebP decoding pays off once the source is this many times the target (measured
+# crossover ~1.5-2x: below it libvips' per-call overhead eats the saving).
+SCALED_WEBP_MIN_RATIO = 2.0
 
 
 class ResizeMode(enum.StrEnum):
@@ -122,7 +145,10 @@ def process_image(data: bytes, spec: ImageSpec) -> ProcessedImage:
     if draft_target is not None and image.format in ("JPEG", "MPO"):
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale; draft never goes below the target.
         image.draft(image.mode, draft_target)
-    loaded, swapped = decode_rgb(image)
+    if image.format == "WEBP" and _shrinks_enough(raw_size, draft_target) and webp_decoder():
+        loaded, swapped = decode_webp_scaled(data, image, draft_target)
+    else:
+        loaded, swapped = decode_rgb(image)
     original = raw_size[::-1] if swapped else raw_size  # the row records displayed sizes
     resized = resize(loaded, original, spec)
     stored = encode(resized, spec.encode_format, spec.encode_quality)
@@ -188,6 +214,55 @@ def decode_rgb(image: Image.Image) -> tuple[Image.Image, bool]:
         return to_rgb(image), orientation in _SIDE_SWAPPING_ORIENTATIONS
     except Exception as exc:  # truncated data surfaces here, as OSError, SyntaxError, ...
         raise ImageError(Status.FAILED_TO_DECODE, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _shrinks_enough(size: tuple[int, int], target: tuple[int, int] | None) -> bool:
+    return target is not None and min(size[0] / target[0], size[1] / target[1]) >= SCALED_WEBP_MIN_RATIO
+
+
+@functools.cache
+def webp_decoder() -> ModuleType | None:
+    """pyvips set up for the downloader's threads, or None when it is not installed."""
+    try:
+        import pyvips
+    except (ImportError, OSError):  # not installed, or installed without a libvips to load
+        return None
+    pyvips.cache_set_max(0)  # every body is new: an operation cache would only hold pixels
+    pyvips.concurrency_set(1)  # the download threads are the parallelism; no worker pool per image
+    pyvips.block_untrusted_set(True)  # defence in depth: only webpload_buffer is ever called
+    # A corrupt body logs one warning per tile before the error that becomes its row's status.
+    logging.getLogger("pyvips").setLevel(logging.ERROR)
+    return pyvips
+
+
+def decode_webp_scaled(data: bytes, image: Image.Image, target: tuple[int, int]) -> tuple[Image.Image, bool]:
+    """``decode_rgb`` for a WebP, decoded by libwebp at (about) ``target``, in stored orientation.
+
+    ``image`` is Pillow's opened header: the EXIF orientation comes from it, so both decoders
+    agree on it. libwebp rescales while it converts YUV to RGB, so the full-size RGBA canvas
+    that Pillow builds and copies never exists. ``resize`` fixes a 1-pixel rounding
+    difference. Transparency is flattened over white, as ``to_rgb`` does.
+    """
+    vips = webp_decoder()
+    assert vips is not None
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        scale = max(target[0] / image.width, target[1] / image.height)
+        small = vips.Image.webpload_buffer(data, scale=scale, fail_on="error")  # first frame only
+        if small.hasalpha():
+            small = small.flatten(background=[255, 255, 255])
+        if small.bands != 3 or small.format != "uchar":
+            small = small.colourspace("srgb").cast("uchar")
+        pixels = small.write_to_memory()  # the decode runs here
+    except vips.Error as exc:  # its message is "unable to call webpload_buffer\n  webp: <reason>"
+        reason = " ".join(str(exc).split("\n")[1:]).strip() or str(exc)
+        raise ImageError(Status.FAILED_TO_DECODE, f"WebP decode failed: {reason}") from exc
+    except Exception as exc:  # EXIF parsing of hostile bytes
+        raise ImageError(Status.FAILED_TO_DECODE, f"{type(exc).__name__}: {exc}") from exc
+    rgb = Image.frombytes("RGB", (small.width, small.height), pixels)
+    if orientation in _EXIF_TRANSPOSE:
+        rgb = rgb.transpose(_EXIF_TRANSPOSE[orientation])
+    return rgb, orientation in _SIDE_SWAPPING_ORIENTATIONS
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

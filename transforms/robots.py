@@ -1,4 +1,4 @@
-"""robots.txt: fetched once per origin, cached per worker, evaluated for our User-Agent token.
+"""robots.txt: fetched once per origin, cached per worker for a day, evaluated for our User-Agent token.
 
 Parsed with Protego (Scrapy's parser) rather than the stdlib's ``urllib.robotparser``: the
 stdlib applies the first matching rule instead of the longest (RFC 9309 section 2.2.2),
@@ -6,19 +6,21 @@ and ignores ``*`` and ``$`` wildcards, so ``Disallow: /*.jpg$`` would not stop u
 
 Fetch outcomes follow RFC 9309 section 2.3.1: a 2xx body is parsed; a 4xx ("unavailable")
 means no rules, so everything is allowed; a 5xx, a 429 or an unreachable host means the
-origin is treated as fully disallowed. The outcome is cached for the worker's lifetime,
-so a broken robots.txt costs one request per origin, not one per image.
+origin is treated as fully disallowed. The outcome is cached (24 h by default, the most
+RFC 9309 section 2.4 allows), so a broken robots.txt costs one request per origin per day,
+not one per image, and a changed one is followed within a day.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 
 from protego import Protego
+
+from clipcrawl.transforms.origin_cache import DEFAULT_TTL_SECONDS, OriginCache
 
 # RFC 9309: parsers must handle at least 500 KiB; rules past that may be ignored.
 MAX_ROBOTS_BYTES = 500 * 1024
@@ -26,7 +28,7 @@ MAX_ROBOTS_BYTES = 500 * 1024
 
 @dataclasses.dataclass(frozen=True)
 class RobotsFetch:
-    """What fetching /robots.txt gave: an HTTP status and body, or an error description."""
+    """What fetching a policy file (/robots.txt, tdmrep.json) gave: an HTTP status and body, or an error."""
 
     status: int | None = None
     body: bytes = b""
@@ -75,37 +77,21 @@ def rules_from_fetch(robots_url: str, fetched: RobotsFetch) -> RobotsRules:
 
 
 class RobotsCache:
-    """One fetch per origin per worker, even when many threads ask at once.
+    """One fetch per origin per ``ttl`` seconds per worker, even when many threads ask at once.
 
     ``fetch`` does the HTTP work (through the guarded, polite session) and never raises;
-    it returns a ``RobotsFetch``. Bounded: the least recently used origins are forgotten.
+    it returns a ``RobotsFetch``. Every outcome (rules, 4xx "allow all", 5xx "disallow
+    all") is kept for ``ttl`` (24 h by default, RFC 9309 2.4), then fetched again.
     """
 
-    def __init__(self, fetch: Callable[[str], RobotsFetch], size: int = 10_000) -> None:
-        self._fetch, self._size = fetch, size
-        self._rules: collections.OrderedDict[str, RobotsRules] = collections.OrderedDict()
-        self._origin_locks: dict[str, threading.Lock] = {}
-        self._lock = threading.Lock()
+    def __init__(self, fetch: Callable[[str], RobotsFetch], ttl: float = DEFAULT_TTL_SECONDS, size: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._cache: OriginCache[RobotsRules] = OriginCache(
+            lambda robots_url: rules_from_fetch(robots_url, fetch(robots_url)), ttl=ttl, size=size, clock=clock
+        )
 
     def rules_for(self, url: str) -> RobotsRules:
-        robots_url = robots_url_for(url)
-        with self._lock:
-            cached = self._rules.get(robots_url)
-            if cached is not None:
-                self._rules.move_to_end(robots_url)
-                return cached
-            origin_lock = self._origin_locks.setdefault(robots_url, threading.Lock())
-        with origin_lock:  # threads for the same origin wait for the one fetch
-            with self._lock:
-                cached = self._rules.get(robots_url)
-            if cached is None:
-                cached = rules_from_fetch(robots_url, self._fetch(robots_url))
-                with self._lock:
-                    self._rules[robots_url] = cached
-                    while len(self._rules) > self._size:
-                        self._rules.popitem(last=False)
-                    self._origin_locks.pop(robots_url, None)
-        return cached
+        return self._cache.get(robots_url_for(url))
 
     def disallow_reason(self, url: str, user_agent_token: str) -> str | None:
         return self.rules_for(url).disallow_reason(url, user_agent_token)

@@ -28,6 +28,9 @@ class OnPending(beam.PTransform):
         self._stage = stage
 
     def expand(self, samples: beam.PCollection) -> beam.PCollection:
-        routed = samples | "SplitPending" >> beam.FlatMap(_route).with_outputs(SETTLED, main=PENDING)
+        # Both outputs carry Samples. Said explicitly: Beam 2.78 reads a bare TaggedOutput in the
+        # return annotation as part of the main output's type and then rejects the next stage.
+        split = beam.FlatMap(_route).with_output_types(Sample)
+        routed = samples | "SplitPending" >> split.with_outputs(SETTLED, main=PENDING)
         processed = routed[PENDING] | "Process" >> self._stage
         return (processed, routed[SETTLED]) | "Rejoin" >> beam.Flatten()

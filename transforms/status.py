@@ -20,7 +20,7 @@ class Status(enum.StrEnum):
     BLOCKED_ADDRESS = "blocked_address"  # host resolves to a non-public address (SSRF guard)
     DISALLOWED_ROBOTS = "disallowed_robots"  # robots.txt disallows the URL for our token, or is unreachable (5xx)
     DISALLOWED_HEADER = "disallowed_header"  # X-Robots-Tag noai/noimageai/noml/noindex/none for us
-    DISALLOWED_TDM = "disallowed_tdm"  # TDM-Rep header tdm-reservation: 1 reserves mining rights
+    DISALLOWED_TDM = "disallowed_tdm"  # TDM-Rep reserves mining rights: tdm-reservation: 1 header or tdmrep.json
     RATE_LIMITED = "rate_limited"  # host said 429/503 for longer than we wait, or no host slot in time
     FAILED_TO_DOWNLOAD = "failed_to_download"  # network error, HTTP error, size cap
     FAILED_TO_DECODE = "failed_to_decode"  # bytes are not an image Pillow can read
