@@ -126,14 +126,34 @@ class RateMeter:
         return self._count / span if span > 0 else None
 
 
-def _format_rate(rate: float | None) -> str:
+def _format_rate(rate: float | None, unit: str = "s") -> str:
     if rate is None:
         return ""
-    return f"{rate:,.0f}/s" if rate >= 100 else f"{rate:.1f}/s"
+    return f"{rate:,.0f}/{unit}" if rate >= 100 else f"{rate:.1f}/{unit}"
+
+
+def shard_rate(finished: int, elapsed: float) -> float | None:
+    """Shards finished per second since the run started.
+
+    Averaged over the whole run rather than a recent window: shards finish seconds to hours
+    apart, so a window of seconds would mostly read zero.
+    """
+    return finished / elapsed if finished and elapsed > 0 else None
+
+
+def format_shard_rate(per_second: float | None) -> str:
+    """Per second, minute or hour: the first unit in which at least one shard finishes."""
+    if per_second is None:
+        return ""
+    if per_second >= 1:
+        return _format_rate(per_second)
+    if per_second * 60 >= 1:
+        return _format_rate(per_second * 60, "min")
+    return _format_rate(per_second * 3600, "h")
 
 
 def render(counts: Mapping[str, int], shards: int, meters: Mapping[str, RateMeter], elapsed: float) -> Any:
-    """One frame: a shard bar with elapsed time, then one line per stage with count and rate."""
+    """One frame: a shard bar with shard rate and elapsed time, then one line per stage with count and rate."""
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
@@ -145,6 +165,7 @@ def render(counts: Mapping[str, int], shards: int, meters: Mapping[str, RateMete
         "[bold]clipcrawl[/]",
         f"shards {done + failed}/{shards}" + (f" ([red]{failed} failed[/])" if failed else ""),
         ProgressBar(total=max(shards, 1), completed=done + failed, width=30),
+        format_shard_rate(shard_rate(done + failed, elapsed)),
         f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}",
     )
     lines = Table.grid(padding=(0, 2))

@@ -47,6 +47,10 @@ HOST_FAILURES = frozenset(
         Status.DISALLOWED_HEADER, Status.DISALLOWED_TDM, Status.BLOCKED_ADDRESS, Status.RATE_LIMITED,
     }
 )  # fmt: skip
+# Real failures: we tried to get an image and did not get a usable one. The "Error kinds" and
+# examples tables show only these; rule-based rejections (filters, dedup, the CLIP threshold)
+# are decisions, not errors, and their reasons stay with their status.
+FAILURES = HOST_FAILURES | {Status.TOO_SMALL, Status.TOO_LARGE}
 _EXAMPLES_PER_KIND = 2
 
 
@@ -115,7 +119,7 @@ class ReportData:
     generated_at: str
     shards: list[ShardInfo]
     status_counts: collections.Counter
-    error_kinds: dict[str, collections.Counter]
+    reasons: dict[str, collections.Counter]  # status -> error_kind -> count, every status but success
     http_status_counts: collections.Counter
     read: dict[str, Any]
     bytes: collections.Counter
@@ -129,6 +133,11 @@ class ReportData:
     @property
     def candidates(self) -> int:
         return sum(self.status_counts.values())
+
+    @property
+    def error_kinds(self) -> dict[str, collections.Counter]:
+        """The reasons of real failures only (not of below_threshold or filter rejections)."""
+        return {status: kinds for status, kinds in self.reasons.items() if status in FAILURES}
 
 
 def gather(root: str, threshold: float | None = None, grid: int = 24, max_shards: int | None = None) -> ReportData:
@@ -158,7 +167,7 @@ def gather(root: str, threshold: float | None = None, grid: int = 24, max_shards
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         shards=ordered,
         status_counts=_sum_counters(doc.get("status_counts", {}) for doc in stats_docs),
-        error_kinds=_merge_error_kinds(stats_docs),
+        reasons=_merge_error_kinds(stats_docs),
         http_status_counts=_sum_counters(doc.get("http_status_counts", {}) for doc in stats_docs),
         read=_merge_read(stats_docs),
         bytes=_sum_counters(doc.get("bytes", {}) for doc in stats_docs),
@@ -270,7 +279,7 @@ def _read_rows(fs: Any, base: str, info: ShardInfo) -> RowTotals:
             found = _THRESHOLD_IN_MESSAGE.search(message or "")
             if found:
                 thresholds.add(float(found.group(1)))
-        elif row_status != Status.SUCCESS:
+        elif row_status in FAILURES:
             examples = totals.examples.setdefault((row_status, error_kind(message)), [])
             if len(examples) < _EXAMPLES_PER_KIND:
                 examples.append({"url": url, "caption": caption, "error_message": message or ""})

@@ -103,7 +103,7 @@ def findings(data: ReportData) -> list[str]:
         if not gone:
             continue
         status = max(statuses, key=lambda s: data.status_counts.get(s, 0))
-        kinds = data.error_kinds.get(status, collections.Counter())
+        kinds = data.reasons.get(status, collections.Counter())
         why = ""
         if kinds and status != "below_threshold":
             kind, count = kinds.most_common(1)[0]
@@ -133,7 +133,7 @@ def _status_rows(data: ReportData) -> list[dict[str, Any]]:
     for status, count in data.status_counts.most_common():
         if not count:
             continue
-        kinds = data.error_kinds.get(status, collections.Counter()).most_common(3)
+        kinds = data.reasons.get(status, collections.Counter()).most_common(3)
         rows.append(
             {
                 "status": status,
@@ -148,6 +148,7 @@ def _status_rows(data: ReportData) -> list[dict[str, Any]]:
 
 
 def _kind_rows(data: ReportData) -> list[tuple[str, str, int]]:
+    """Failures only: a CLIP rejection or a filtered caption is no error (see report_data.FAILURES)."""
     rows = [(status, kind, n) for status, kinds in data.error_kinds.items() for kind, n in kinds.items()]
     return sorted(rows, key=lambda row: -row[2])[:TOP_KINDS]
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clipcrawl.transforms.previews import DEFAULT_PREVIEW_RATE
 from clipcrawl.transforms.status import Status
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def rejected_grid(fs: Any, base: str, shards: list[ShardInfo], grid: int, proble
     if chosen and not pool:
         problems.append(
             "no below_threshold row has a preview: a run keeps one for --preview_rate of them "
-            "(1 in 8 by default, chosen by key; 0 keeps none)"
+            f"(1 in {round(1 / DEFAULT_PREVIEW_RATE)} by default, chosen by key; 0 keeps none)"
         )
     return choose_evenly(sorted(pool, key=lambda image: (-(image.similarity or 0.0), image.key)), grid)
 

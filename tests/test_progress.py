@@ -65,6 +65,17 @@ def test_rate_is_recent_while_moving_and_the_active_span_once_stopped() -> None:
     assert meter.rate() == pytest.approx(900 / (5.0 - 1.0))  # over the span in which it moved
 
 
+def test_shard_rate_is_over_the_whole_run_in_a_unit_that_reads_at_least_one() -> None:
+    assert progress.shard_rate(0, 30.0) is None and progress.shard_rate(3, 0.0) is None
+    assert progress.shard_rate(3, 12.0) == pytest.approx(0.25)
+    assert progress.format_shard_rate(None) == ""
+    assert progress.format_shard_rate(2.5) == "2.5/s"
+    assert progress.format_shard_rate(250.0) == "250/s"
+    assert progress.format_shard_rate(0.25) == "15.0/min"
+    assert progress.format_shard_rate(1 / 60) == "1.0/min"
+    assert progress.format_shard_rate(3 / 3725) == "2.9/h"
+
+
 def test_frame_shows_shards_counts_and_rates() -> None:
     counts = {
         progress.SHARDS_DONE: 2, progress.SHARDS_FAILED: 1, progress.SHARDS_SEEN: 3,
@@ -80,6 +91,7 @@ def test_frame_shows_shards_counts_and_rates() -> None:
     console.print(progress.render(counts, 4, meters, elapsed=3725))
     text = console.export_text()
     assert "shards 3/4" in text and "1 failed" in text and "1:02:05" in text
+    assert re.search(r"shards 3/4 \(1 failed\).*\s2\.9/h\s+1:02:05", text)  # 3 shards in 3725 s
     assert re.search(r"pairs extracted\s+12,345\s+6,172/s", text)
     assert re.search(r"images downloaded\s+900\s+450/s\s+of 1,000 tried", text)
     assert re.search(r"pairs kept\s+0\s", text)
@@ -196,6 +208,13 @@ def test_progress_is_drawn_on_a_terminal(tmp_path: pathlib.Path) -> None:
     assert "\x1b[" in terminal  # drawn with cursor movement and colour
     last = screen[screen.rindex("clipcrawl shards") :]  # the frame left on screen: Beam's final counts
     assert "shards 3/3" in last
+    # The shard rate, averaged over the run: 3 shards over the elapsed time shown beside it.
+    header = re.search(r"shards 3/3 .*?\s(\d+(?:\.\d)?)/(s|min|h)\s+(\d+):(\d\d):(\d\d)", last)
+    assert header, last[:400]
+    scale = {"s": 1, "min": 60, "h": 3600}[header.group(2)]
+    rate, rounding = float(header.group(1)) / scale, 0.05 / scale  # per second; shown to 0.1 of its unit
+    elapsed = 3600 * int(header.group(3)) + 60 * int(header.group(4)) + int(header.group(5))
+    assert 3 / (elapsed + 1) - rounding <= rate <= 3 / max(elapsed, 1) + rounding
     assert re.search(r"pairs extracted\s+32\s", last) and re.search(r"pairs kept\s+16\s", last)
     assert re.search(r"images downloaded\s+24\s.*of 28 tried", last) and re.search(r"rows written\s+32\s", last)
 
@@ -206,3 +225,5 @@ def test_no_progress_without_a_terminal(tmp_path: pathlib.Path) -> None:
     assert "16 kept" in out
     for trace in ("clipcrawl shards", "pairs extracted", "rows written", "\x1b["):
         assert trace not in piped and trace not in out
+    # Nor Beam's complaints about type hints it cannot use (bare TaggedOutput, non-PCollection).
+    assert "type hint will be ignored" not in piped and "Bare TaggedOutput" not in piped, piped[-3000:]

@@ -119,6 +119,10 @@ def test_gather_counts_statuses_hosts_threshold_and_samples(output) -> None:
     assert [(s.shard_no, s.candidates, s.kept, s.tar_parts) for s in data.shards] == [(0, 18, 6, 2), (1, 7, 3, 1), (2, 0, 0, 0)]
     assert data.shards[0].thresholds == (0.28,) and data.shards[0].kept_rate == pytest.approx(6 / 18)
     assert data.error_kinds["failed_to_download"] == {"HTTP 404": 3, "ReadTimeout": 1}
+    # A CLIP rejection (or a filtered caption) is a decision, not an error: its reason stays with its status.
+    assert set(data.error_kinds) == {"failed_to_download", "failed_to_decode", "disallowed_robots"}
+    assert data.reasons["below_threshold"] == {"similarity N < threshold N": 6} and "filtered_text" in data.reasons
+    assert {status for status, _ in data.rows.examples} == {"failed_to_download", "failed_to_decode", "disallowed_robots"}
     assert data.http_status_counts == {"200": 17, "404": 3}
     assert data.read["bad_records"] == {"truncated": 3} and data.read["records"] == 27
     # Hosts: bad.example failed 3 downloads and 2 decodes; good.example never failed.
@@ -137,6 +141,24 @@ def test_gather_counts_statuses_hosts_threshold_and_samples(output) -> None:
         with Image.open(io.BytesIO(image.jpeg)) as picture:
             picture.load()
             assert picture.format == "JPEG" and max(picture.size) <= 160
+
+
+def section(page: str, name: str) -> str:
+    start = page.index(f'<section id="{name}">')
+    return page[start : page.index("</section>", start)]
+
+
+def test_below_threshold_is_a_rejection_not_an_error_kind(output) -> None:
+    page = render(gather(output))
+    failures = section(page, "failures")
+    assert "HTTP 404" in failures and "cannot identify image file" in failures
+    assert "below_threshold" not in failures and "threshold N" not in failures and "filtered_text" not in failures
+    # It belongs in the status counts, the similarity histogram and the rejected grid.
+    assert re.search(r">below_threshold</span></td>\s*<td class=\"n\">6</td>", section(page, "why"))
+    similarity = re.search(r'id="plot-similarity"><figcaption>[^<]*</figcaption><img src="([^"]+)"', page).group(1)
+    assert "below threshold (6)" in decoded_svg(similarity)
+    rejected = section(page, "samples").split('<div class="grid rejected">', 1)[1]
+    assert rejected.count("<figure>") == 4
 
 
 def test_threshold_comes_from_the_flag_then_stats_then_rows_then_the_gap() -> None:
@@ -250,10 +272,29 @@ def chromium_driver(chromium: str, chromedriver: str):
     return webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
 
 
-def test_demo_report_renders_in_headless_chromium(demo_output, tmp_path) -> None:
+def chromium_paths() -> tuple[str, str]:
+    """Chromium and its driver; without them a skip locally, but a failure in CI (which installs them)."""
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and chromedriver):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+        missing = "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}; CI is set, where a skip would hide that the report was never opened")
+        pytest.skip(missing)
+    return chromium, chromedriver
+
+
+def test_missing_chromium_skips_locally_and_fails_in_ci(monkeypatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        chromium_paths()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        chromium_paths()
+
+
+def test_demo_report_renders_in_headless_chromium(demo_output, tmp_path) -> None:
+    chromium, chromedriver = chromium_paths()
     page = tmp_path / "report.html"
     assert report.main([demo_output, f"--out={page}"]) == 0
     data = gather(demo_output)

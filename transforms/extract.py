@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.typehints import no_annotations
 
 from clipcrawl.io import faults
 from clipcrawl.io.archive import HTML, SKIPPED, WAT_JSON, iter_archive, resolve_reader
@@ -225,6 +226,7 @@ class ExtractPairs(beam.PTransform):
         super().__init__()
         self._config = config or ExtractConfig()
 
+    @no_annotations  # Beam takes only a PCollection/PDone/None output hint and warns about this one
     def expand(self, shards: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return (
             shards

@@ -5,11 +5,11 @@ can reject an image raises ``ImageError`` carrying the final ``Status``; the dow
 turns it into a rejected row in one place.
 
 Pillow decodes every WebP at full size (it has no reduced-scale WebP decode, unlike JPEG's
-draft mode), which made large WebPs the costliest images of a crawl. When pyvips is installed,
-a WebP at least twice the target size is decoded by libwebp straight at the target scale
-(``decode_webp_scaled``): about half the CPU per such image (bench/download.py). Pillow still
-reads the header first, so every size and pixel-limit check stays the same; without pyvips
-nothing changes.
+draft mode), which made large WebPs the costliest images of a crawl. A WebP at least twice the
+target size is therefore decoded by libwebp through pyvips straight at the target scale
+(``decode_webp_scaled``): 26.8 instead of 44.7 CPU ms per WebP on the download bench's mix.
+Pillow still reads the header first, so every size and pixel-limit check stays the same. Where
+libvips cannot be loaded, Pillow decodes every WebP as before.
 """
 
 from __future__ import annotations

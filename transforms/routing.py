@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import apache_beam as beam
+from apache_beam.typehints import no_annotations
 
 from clipcrawl.transforms.sample import Sample
 
@@ -12,6 +13,7 @@ PENDING = "pending"
 SETTLED = "settled"
 
 
+@no_annotations  # a bare TaggedOutput is no type Beam can use: the types are given in OnPending
 def _route(sample: Sample) -> Iterator[Sample | beam.pvalue.TaggedOutput]:
     yield sample if sample.pending else beam.pvalue.TaggedOutput(SETTLED, sample)
 
@@ -28,9 +30,9 @@ class OnPending(beam.PTransform):
         self._stage = stage
 
     def expand(self, samples: beam.PCollection) -> beam.PCollection:
-        # Both outputs carry Samples. Said explicitly: Beam 2.78 reads a bare TaggedOutput in the
-        # return annotation as part of the main output's type and then rejects the next stage.
-        split = beam.FlatMap(_route).with_output_types(Sample)
+        # Both outputs carry Samples. Said explicitly rather than read from _route's annotation,
+        # whose bare TaggedOutput Beam cannot use (it warns, or takes it for the main type).
+        split = beam.FlatMap(_route).with_input_types(Sample).with_output_types(Sample)
         routed = samples | "SplitPending" >> split.with_outputs(SETTLED, main=PENDING)
         processed = routed[PENDING] | "Process" >> self._stage
         return (processed, routed[SETTLED]) | "Rejoin" >> beam.Flatten()
