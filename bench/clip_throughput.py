@@ -13,10 +13,16 @@ For each precision and batch size, in one process and on the same synthetic pair
 
 Then the deviation of each reduced precision (and of nvJPEG decoding) from fp32 CPU-decoded
 similarities on the same pairs. Weights are random (``pretrained`` None): the same code path and
-FLOPs as pretrained weights, nothing to download. ``--smoke`` runs tiny sizes on the CPU (CI).
+FLOPs as pretrained weights, nothing to download. ``--smoke`` runs tiny sizes on the CPU (CI):
+the packaged clipcrawl-tiny (unless ``--model`` is given), fp32 and bf16, so every stage, the
+breakdown and both deviation reports run in seconds.
 
     python bench/clip_throughput.py                 # GPU: ViT-B-32, batches 256..1024, all precisions
-    python bench/clip_throughput.py --smoke          # CPU, a few seconds after imports
+    python bench/clip_throughput.py --smoke          # CPU, 10-35 s (tests/test_bench_clip.py)
+    python bench/clip_throughput.py --device cpu --batch_sizes 8,32 --pairs 128 --distinct 128 \
+        --precisions fp32 --decoders cpu             # ViT-B-32 on 2 CPU cores: ~5 min, shows it works
+    python bench/clip_throughput.py --model clipcrawl-tiny --device cpu --stages none --pairs 64 \
+        --distinct 64 --batch_sizes 64 --tiny_deviation 200   # precision deviations only
     python bench/clip_throughput.py --json out.json  # also write the rows as JSON
 """
 
@@ -33,6 +39,8 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from clipcrawl.transforms.clip_model import TINY_MODEL_NAME  # torch-free: torch loads in main()
 
 # FLOP rate the "fraction of the FLOP limit" is taken against: dense bf16/fp16 tensor-core peak
 # in TFLOP/s from the vendors' data sheets (SXM parts), matched on the device name.
@@ -145,13 +153,20 @@ def similarities(scorer: Any, images: Sequence[bytes], captions: Sequence[str], 
     return values
 
 
-def flops_per_pair(scorer: Any, context: int = 77) -> tuple[float, float]:
-    """FLOPs of one image and of one ``context``-token caption, counted by torch's FlopCounterMode
-    on this model (matrix products and attention: what the tensor cores do)."""
+def context_length(clip: Any) -> int:
+    """The text tower's full context (77 for ViT-B-32, 32 for clipcrawl-tiny): the positions its
+    positional embedding has, which is what ``encode_text`` accepts at most."""
+    return int(getattr(clip.model, "context_length", 0) or clip.model.positional_embedding.shape[0])
+
+
+def flops_per_pair(scorer: Any) -> tuple[float, float]:
+    """FLOPs of one image and of one caption filling the model's whole context, counted by
+    torch's FlopCounterMode on this model (matrix products and attention: what the tensor cores do)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     clip = scorer.clip
+    context = context_length(clip)
     size = scorer.images._plan.size if scorer.images._plan else (224, 224)
     pixels = torch.zeros((1, 3, *size), dtype=clip.input_dtype, device=clip.device)
     tokens = torch.ones((1, context), dtype=torch.long, device=clip.device)
@@ -180,7 +195,6 @@ def peak_tflops(device: str, given: float | None) -> tuple[float | None, str]:
         if key in name:
             return value, name
     return None, name
-
 
 
 def breakdown(scorer: Any, images: Sequence[bytes], captions: Sequence[str], batch_size: int) -> dict[str, float]:
@@ -217,17 +231,19 @@ def breakdown(scorer: Any, images: Sequence[bytes], captions: Sequence[str], bat
     return result
 
 
-def tiny_deviations(device: str, precisions: Sequence[str], decoders: Sequence[str], count: int) -> dict[str, Any]:
+def tiny_deviations(
+    device: str, precisions: Sequence[str], decoders: Sequence[str], count: int, seed: int = 0
+) -> dict[str, Any]:
     """How far reduced precision and nvJPEG move a *trained* model's similarities: the packaged
-    tiny CLIP on its synthetic shapes, half with the true caption and half with a wrong colour,
-    against fp32 with CPU decoding; plus keep/drop flips at 0.28."""
+    tiny CLIP on its synthetic shapes (96-256 px, JPEG q95: stored sizes), half with the true
+    caption and half with a wrong colour, against fp32 with CPU decoding; plus keep/drop flips
+    at 0.28. tests/test_clip_reference.py builds the same pairs."""
     from clipcrawl.pipelines.synthetic_images import COLOURS, caption_for, iter_examples
     from clipcrawl.transforms.clip_handler import ClipScorer
-    from clipcrawl.transforms.clip_model import TINY_MODEL_NAME
     from clipcrawl.transforms.clip_scoring import ClipConfig
 
     images, captions = [], []
-    for index, example in enumerate(iter_examples(seed=7, count=count, size_range=(96, 256))):
+    for index, example in enumerate(iter_examples(seed=7 + seed, count=count, size_range=(96, 256))):
         buffer = io.BytesIO()
         example.image.save(buffer, "JPEG", quality=95)
         images.append(buffer.getvalue())
@@ -245,8 +261,10 @@ def tiny_deviations(device: str, precisions: Sequence[str], decoders: Sequence[s
                 continue
             gaps = [abs(a - b) for a, b in zip(values, reference)]
             flips = sum((a >= 0.28) != (b >= 0.28) for a, b in zip(values, reference))
-            results[f"{precision}/{decoder}"] = {"max": max(gaps), "mean": statistics.fmean(gaps), "flips": flips}
+            results[f"{precision}/{decoder}"] = {"max": max(gaps), "p99": percentile(gaps, 99),
+                                                 "mean": statistics.fmean(gaps), "flips": flips}
     return results
+
 
 def load_scorer(model: str, device: str, precision: str, decoder: str, threads: int, options: argparse.Namespace) -> Any:
     from clipcrawl.transforms.clip_handler import ClipScorer
@@ -263,9 +281,14 @@ def load_scorer(model: str, device: str, precision: str, decoder: str, threads: 
     return ClipScorer(config)
 
 
+def percentile(values: Sequence[float], q: int) -> float:
+    """The ``q``-th percentile (linear interpolation; the value itself for one value)."""
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
 def deviation(values: Sequence[float], reference: Sequence[float]) -> dict[str, float]:
     gaps = [abs(a - b) for a, b in zip(values, reference)]
-    return {"max": max(gaps), "mean": statistics.fmean(gaps)}
+    return {"max": max(gaps), "p99": percentile(gaps, 99), "mean": statistics.fmean(gaps)}
 
 
 def print_table(rows: list[Row], ceiling: dict[str, Any]) -> None:
@@ -285,8 +308,10 @@ def print_table(rows: list[Row], ceiling: dict[str, Any]) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (CI): 16 pairs, batch 8, fp32")
-    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes on the CPU (CI): clipcrawl-tiny unless --model, 16 pairs, batch 8, fp32+bf16")
+    parser.add_argument("--model", default=None,
+                        help="open_clip model name (default ViT-B-32; clipcrawl-tiny with --smoke)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--pairs", type=int, default=16384, help="pairs per timed pass")
     parser.add_argument("--distinct", type=int, default=1024, help="distinct images/captions the pairs cycle over")
@@ -294,7 +319,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch_sizes", default="256,512,1024")
     parser.add_argument("--precisions", default="fp32,tf32,bf16,fp16,pure_bf16,pure_fp16")
     parser.add_argument("--decoders", default="cpu,nvjpeg", help="nvjpeg rows only where CUDA is present")
-    parser.add_argument("--stages", default="forward,loop,beam")
+    parser.add_argument("--stages", default="forward,loop,beam", help="timed rows; 'none': deviations only")
     parser.add_argument("--threads", type=int, default=0, help="CPU decode threads (0: min(8, cores))")
     parser.add_argument("--micro_batch_size", type=int, default=None)
     parser.add_argument("--channels_last", action="store_true")
@@ -309,9 +334,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", help="write rows, deviations and the FLOP count here")
     options = parser.parse_args(argv)
     if options.smoke:
+        # The tiny model makes every row cheap; bf16 beside fp32 runs both deviation reports (its
+        # CPU timings say nothing about a GPU, its similarities are what the reports compare).
+        options.model = options.model or TINY_MODEL_NAME
         options.device, options.pairs, options.distinct, options.batch_sizes = "cpu", 16, 8, "8"
-        options.precisions, options.repeat, options.decoders = "fp32", 1, "cpu"
+        options.precisions, options.repeat, options.decoders = "fp32,bf16", 1, "cpu"
         options.breakdown, options.tiny_deviation = True, options.tiny_deviation or 8
+    options.model = options.model or "ViT-B-32"
     return options
 
 
@@ -332,8 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_sizes = [int(b) for b in options.batch_sizes.split(",")]
     stages = options.stages.split(",")
     images, captions = make_pairs(options.pairs, options.distinct, options.image_size, options.seed)
+    weights = "packaged weights" if options.model == TINY_MODEL_NAME else "random weights"
     print(f"device {device} ({torch.cuda.get_device_name() if device.startswith('cuda') else 'CPU'}), "
-          f"torch {torch.__version__}, model {options.model} (random weights), {options.pairs} pairs "
+          f"torch {torch.__version__}, model {options.model} ({weights}), {options.pairs} pairs "
           f"({options.distinct} distinct, {statistics.fmean(len(i) for i in images[:options.distinct]) / 1024:.1f} KB "
           f"JPEG, {options.image_size} px)", flush=True)
 
@@ -352,13 +382,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tokens = scorer.clip.tokenizer(list(captions[: options.distinct])).argmax(dim=-1) + 1
                 peak, peak_source = peak_tflops(device, options.peak_tflops)
                 per_pair = image_flops + text_flops
+                context = context_length(scorer.clip)
                 ceiling = {
-                    "image_gflop": image_flops / 1e9, "text_gflop_77": text_flops / 1e9,
+                    "image_gflop": image_flops / 1e9, "text_gflop_full_context": text_flops / 1e9,
+                    "context_length": context,
                     "mean_caption_tokens": float(tokens.float().mean()), "peak_tflops": peak,
                     "peak_source": peak_source, "limit_pairs_per_s": peak * 1e12 / per_pair if peak else None,
                 }
-                print(f"FLOPs per pair (torch FlopCounterMode): image {image_flops / 1e9:.2f} G + 77-token text "
-                      f"{text_flops / 1e9:.2f} G; captions average {ceiling['mean_caption_tokens']:.1f} tokens; "
+                print(f"FLOPs per pair (torch FlopCounterMode): image {image_flops / 1e9:.3g} G + {context}-token text "
+                      f"{text_flops / 1e9:.3g} G; captions average {ceiling['mean_caption_tokens']:.1f} tokens; "
                       + (f"limit at {peak:g} TFLOP/s ({peak_source}): {ceiling['limit_pairs_per_s']:.0f} pairs/s"
                          if peak else "no FLOP limit for this device"), flush=True)
             values = similarities(scorer, *check, batch_sizes[-1])
@@ -394,15 +426,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
 
-    print_table(rows, ceiling)
+    if rows:
+        print_table(rows, ceiling)
     if deviations:
         print(f"\n|similarity - {precisions[0]} {decoders[0]}-decoded| over {len(check[0])} pairs: "
-              + "; ".join(f"{name}: max {d['max']:.2e}, mean {d['mean']:.2e}" for name, d in deviations.items()))
+              + "; ".join(f"{name}: max {d['max']:.2e}, p99 {d['p99']:.2e}, mean {d['mean']:.2e}"
+                          for name, d in deviations.items()))
     if options.tiny_deviation:
-        report["tiny_deviations"] = tiny_deviations(device, precisions, decoders, options.tiny_deviation)
+        report["tiny_deviations"] = tiny_deviations(device, precisions, decoders, options.tiny_deviation,
+                                                     options.seed)
         print(f"\ntrained tiny CLIP, {options.tiny_deviation} shapes (half true captions), |similarity - fp32 cpu| "
               "and keep/drop flips at 0.28: " + ("; ".join(
-                  f"{name}: max {d['max']:.2e}, mean {d['mean']:.2e}, flips {d['flips']}"
+                  f"{name}: max {d['max']:.2e}, p99 {d['p99']:.2e}, mean {d['mean']:.2e}, flips {d['flips']}"
                   for name, d in report["tiny_deviations"].items()) or "nothing to compare (one precision, one decoder)"))
     if options.json:
         with open(options.json, "w") as handle:

@@ -233,6 +233,23 @@ class Coordinator:
             )
             return int(result.rowcount)
 
+    def hold(self, shard_no: int, owner: str, seconds: float) -> bool:
+        """Renew one shard's lease for ``seconds`` if ``owner`` still holds it; whether it does.
+
+        The writer asks this before it touches a shard's files: a run whose lease lapsed
+        while it worked (its heartbeat could not reach the ledger) learns that another run
+        took the shard, and a run that still holds it cannot lose it while it writes. Atomic
+        with ``claim``: the renewal and a reclaim never both succeed.
+        """
+        with self._write() as connection:
+            now = self.now(connection)
+            result = connection.execute(
+                SHARDS.update()
+                .where(SHARDS.c.shard_no == shard_no, SHARDS.c.lease_owner == owner, SHARDS.c.status == RUNNING)
+                .values(lease_expires_at=now + dt.timedelta(seconds=seconds))
+            )
+            return result.rowcount == 1
+
     def release(self, lease: Lease, reason: str) -> int:
         """Give ``lease``'s running shards back (pending, the attempt not counted): a clean stop."""
         with self._write() as connection:
@@ -272,24 +289,28 @@ class Coordinator:
 
     # --- outcomes (called by the writer in worker processes) --------------------------------
 
-    def complete(self, shard_no: int, counts: ShardCounts, owner: str | None = None) -> None:
-        """The shard's files are committed: mark it done with what it produced.
+    def complete(self, shard_no: int, counts: ShardCounts, owner: str | None = None) -> bool:
+        """The shard's files are committed: mark it done with what it produced; whether it was.
 
-        ``owner`` (a lease's owner) restricts the update to a shard that lease still holds.
+        ``owner`` (a lease's owner) restricts the update to a shard that lease still holds:
+        a run whose lease was taken over must not mark the new holder's shard done.
         """
         with self._write() as connection:
             condition = SHARDS.c.lease_owner == owner if owner is not None else None
-            self._update(
+            marked = self._update(
                 connection, [shard_no], condition, status=DONE, finished_at=self.now(connection), error=None,
                 lease_owner=None, lease_expires_at=None, **dataclasses.asdict(counts),
             )
             faults.point("coordinator.complete.in_transaction")
+            return marked == 1
 
-    def fail(self, shard_nos: Iterable[int], error: str, only_running: bool = False, owner: str | None = None) -> None:
-        """Record a failure; ``only_running`` leaves shards that finished meanwhile untouched.
+    def fail(self, shard_nos: Iterable[int], error: str, only_running: bool = False, owner: str | None = None) -> int:
+        """Record a failure; how many shards it marked. ``only_running`` leaves shards that
+        finished meanwhile untouched.
 
-        ``owner`` limits it to shards that lease holds. The attempt stays counted: the next
-        claim retries the shard while it has attempts left.
+        ``owner`` limits it to shards that lease holds (so it never clears another run's
+        lease). The attempt stays counted: the next claim retries the shard while it has
+        attempts left.
         """
         conditions = []
         if only_running:
@@ -297,20 +318,24 @@ class Coordinator:
         if owner is not None:
             conditions.append(SHARDS.c.lease_owner == owner)
         with self._write() as connection:
-            self._update(
+            marked = self._update(
                 connection, shard_nos, sa.and_(*conditions) if conditions else None, status=FAILED,
                 finished_at=self.now(connection), error=self.mask(error)[:_ERROR_CHARS],
                 lease_owner=None, lease_expires_at=None,
             )
             faults.point("coordinator.fail.in_transaction")
+            return marked
 
     @staticmethod
-    def _update(connection: sa.Connection, shard_nos: Iterable[int], condition: Any = None, **values: Any) -> None:
+    def _update(connection: sa.Connection, shard_nos: Iterable[int], condition: Any = None, **values: Any) -> int:
+        """Update the given shards (those matching ``condition``); how many rows changed."""
+        changed = 0
         for chunk in _chunks(sorted(set(shard_nos))):
             where = SHARDS.c.shard_no.in_(chunk)
             if condition is not None:
                 where = sa.and_(where, condition)
-            connection.execute(SHARDS.update().where(where).values(**values))
+            changed += int(connection.execute(SHARDS.update().where(where).values(**values)).rowcount)
+        return changed
 
     # --- reading ------------------------------------------------------------------------
 

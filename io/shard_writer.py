@@ -26,10 +26,12 @@ from typing import Any
 
 import apache_beam as beam
 import fsspec
+from apache_beam.typehints import no_annotations
 from fsspec.core import url_to_fs
 
 from clipcrawl.io import embeddings, faults, parquet
 from clipcrawl.io.coordinator import Coordinator, ShardCounts
+from clipcrawl.io.leases import DEFAULT_LEASE_SECONDS
 from clipcrawl.io.shard_stats import shard_stats
 from clipcrawl.transforms import metrics
 from clipcrawl.transforms.sample import Sample
@@ -50,6 +52,8 @@ class WriterConfig:
     samples_per_part: int = 10_000
     tag_names: tuple[str, ...] = ()  # prompt tags scored (--clip_tags): parquet columns tag_{name}
     save_embeddings: bool = False  # {shard}_img_emb.npy / _text_emb.npy of kept samples (io/embeddings.py)
+    lease_owner: str | None = None  # the run's lease (set by the launcher); None: no ownership check
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     def __post_init__(self) -> None:
         if self.samples_per_part < 1:
@@ -208,7 +212,17 @@ def _remove_stale_parts(fs: fsspec.AbstractFileSystem, root: str, shard_no: int,
 
 
 class _WriteShardFn(beam.DoFn):
-    """Writes each shard's group, then marks it done (or failed) in the coordinator."""
+    """Writes each shard's group, then marks it done (or failed) in the coordinator.
+
+    Only while this run's lease holds the shard: a run whose lease lapsed (its heartbeat
+    could not reach the ledger for a whole lease) and was taken over must neither mark the
+    new holder's shard nor clear its lease, nor delete its staged ``.tmp`` files. So the
+    lease is checked and renewed before any file is touched (``Coordinator.hold``: the
+    write then has a whole lease to finish), and ``complete``/``fail`` name the owner.
+    If the lease is lost after that (a write slower than a lease), the files this run
+    committed stay: every name derives from ``shard_no`` and the holder writes the same
+    input into the same names, committing its parquet last, and it alone marks the shard.
+    """
 
     def __init__(self, config: WriterConfig) -> None:
         self._config = config
@@ -224,21 +238,37 @@ class _WriteShardFn(beam.DoFn):
         samples = list(parts["samples"])
         reads = list(parts.get("reads", ()))
         self._counters.total.inc()
+        owner = self._config.lease_owner
         if errors:
             message = "; ".join(errors)
             _LOG.error("shard %06d (%s) failed: %s", shard_no, uri, message)
-            self._coordinator.fail([shard_no], message)
+            marked = self._coordinator.fail([shard_no], message, owner=owner)
+            if owner is not None and not marked:
+                yield self._lease_lost(shard_no, uri, "its failure was not recorded")
+                return
             self._counters.drop("failed")
             yield ShardResult(shard_no, uri, done=False, error=message)
             return
+        if owner is not None and not self._coordinator.hold(shard_no, owner, self._config.lease_seconds):
+            yield self._lease_lost(shard_no, uri, "nothing was written")
+            return
         result = write_shard(self._config, shard_no, uri, samples, reads[0] if reads else None)
         faults.point("writer.before_mark_done")  # files committed, the ledger not told yet
-        self._coordinator.complete(shard_no, result.counts)
+        marked = self._coordinator.complete(shard_no, result.counts, owner=owner)
+        if owner is not None and not marked:
+            yield self._lease_lost(shard_no, uri, "its committed files are left for the holder to rewrite")
+            return
         faults.point("writer.after_mark_done")
         self._counters.forwarded.inc()
         self._counters.counter(metrics.SAMPLES_WRITTEN).inc(result.counts.pairs_kept)
         self._counters.counter(metrics.ROWS_WRITTEN).inc(result.counts.pairs_extracted)
         yield result
+
+    def _lease_lost(self, shard_no: int, uri: str, consequence: str) -> ShardResult:
+        message = f"shard {shard_no:06d} is no longer leased to this run: not marked; {consequence}"
+        _LOG.warning("%s (%s)", message, uri)
+        self._counters.drop(metrics.LEASE_LOST)
+        return ShardResult(shard_no, uri, done=False, error=message)
 
     def teardown(self) -> None:
         coordinator = getattr(self, "_coordinator", None)
@@ -257,6 +287,7 @@ class WriteShards(beam.PTransform):
         super().__init__()
         self._config = config
 
+    @no_annotations  # Beam takes only a PCollection/PBegin input hint and warns about a dict of them
     def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
         keyed_samples = inputs["samples"] | "KeyByShard" >> beam.Map(lambda sample: (sample.shard_no, sample))
         groups = {"shard": inputs["shards"], "samples": keyed_samples, "errors": inputs["errors"]}

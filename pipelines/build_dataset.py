@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from clipcrawl.io import faults
 from clipcrawl.io.coordinator import FAILED, RUNNING, Coordinator, mask_url
 from clipcrawl.io.inputs import expand_inputs, read_manifest
-from clipcrawl.io.leases import Heartbeat, Lease
+from clipcrawl.io.leases import Heartbeat, Lease, WorkerExit, WorkerWatch
 from clipcrawl.io.shard_writer import WriteShards
 from clipcrawl.pipelines.options import RunConfig, resolve_config
 from clipcrawl.pipelines.progress import run_with_progress
@@ -124,8 +124,8 @@ def run_batch(
         skipped = _log_skipped(coordinator, config, scope, todo) if config.ledger.claim is None else ()
         if todo:
             _LOG.info("%s leased %d shard(s) on %s", lease.worker, len(todo), mask_url(coordinator.url))
-            with Heartbeat(coordinator, lease):
-                _run_pipeline(options, config, coordinator, todo, test_pipeline, lease)
+            with Heartbeat(coordinator, lease) as heartbeat:  # from the claim on: building the graph takes time
+                _run_pipeline(options, config, coordinator, todo, test_pipeline, lease, heartbeat)
         else:
             _LOG.info("no shard to do among %s (done ones are skipped; --force redoes them)",
                       f"{len(numbers)} input(s)" if scope is not None else "the ledger")
@@ -175,13 +175,23 @@ def _run_pipeline(
     todo: list[tuple[int, str]],
     test_pipeline: beam.Pipeline | None,
     lease: Lease,
+    heartbeat: Heartbeat,
 ) -> None:
+    """Run the graph over the leased shards (``heartbeat`` renews their leases meanwhile).
+
+    However the pipeline ends, no shard of this run stays ``running`` under its lease:
+    Ctrl-C releases them, an error or a dead worker process fails them (attempt counted).
+    """
     shard_nos = [no for no, _ in todo]
+    # The writer marks a shard only while this lease holds it (io/shard_writer.py).
+    writer = dataclasses.replace(config.writer, lease_owner=lease.owner, lease_seconds=lease.seconds)
+    config = dataclasses.replace(config, writer=writer)
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     _ = pipeline | "PendingShards" >> beam.Create(todo) | "BuildDataset" >> BuildDataset(config)
     faults.point("run.before_pipeline")
     try:
-        run_with_progress(pipeline, config.progress, shards=len(todo))  # live display on a terminal
+        with WorkerWatch(lambda death: _after_worker_death(coordinator, lease, heartbeat, shard_nos, death)):
+            run_with_progress(pipeline, config.progress, shards=len(todo))  # live display on a terminal
     except (KeyboardInterrupt, SystemExit) as stop:
         # Stopped on purpose (Ctrl-C, a second SIGTERM in --watch): give the shards back at once.
         released = coordinator.release(lease, f"run of {lease.worker} stopped ({type(stop).__name__}); released")
@@ -194,3 +204,29 @@ def _run_pipeline(
     faults.point("run.after_pipeline")
     # A shard the writer never reached (it should not happen) must not look like it is running.
     coordinator.fail(shard_nos, "pipeline finished without writing this shard", only_running=True, owner=lease.owner)
+
+
+def _after_worker_death(
+    coordinator: Coordinator, lease: Lease, heartbeat: Heartbeat, shard_nos: list[int], death: WorkerExit
+) -> None:
+    """A Beam worker process died: stop renewing, make this run's unfinished shards claimable now.
+
+    Runs in Beam's thread, before the main thread is woken, so the ledger is right even if
+    the launcher never gets out of the runner. A worker stopped by SIGINT/SIGTERM (Ctrl-C
+    reaches the whole process group) gives the shards back as Ctrl-C does; any other death
+    (the OOM killer's SIGKILL, a crash) counts the attempt, so a shard that kills its worker
+    every time is parked after ``--max_attempts`` instead of felling every run that takes it.
+    """
+    heartbeat.stop()
+    reason = f"{death.describe()}; run of {lease.worker} stopped"
+    try:
+        if death.stopped:
+            count, outcome = coordinator.release(lease, reason), "released to pending"
+        else:
+            count = coordinator.fail(shard_nos, reason, only_running=True, owner=lease.owner)
+            outcome = "marked failed (claimable again while attempts are left)"
+    except Exception as error:
+        _LOG.error("could not give the shards back (their leases lapse in %gs): %s", lease.seconds,
+                   coordinator.mask(str(error)))
+        raise
+    _LOG.error("%s: %d unfinished shard(s) %s", reason, count, outcome)

@@ -59,10 +59,15 @@ def cmd_run(argv: Sequence[str]) -> int:
         from clipcrawl.pipelines import watch
 
         return watch.main(argv)
+    from clipcrawl.io.leases import WorkerDied
     from clipcrawl.pipelines import build_dataset
 
     started = time.monotonic()
-    summary = build_dataset.run(argv)
+    try:
+        summary = build_dataset.run(argv)
+    except WorkerDied as death:  # Beam's own report of the worker is already on stderr
+        print(f"error: {death}; this run's unfinished shards are claimable again", file=sys.stderr)
+        return 1
     _print_summary(summary, time.monotonic() - started)
     return 0 if summary.ledger["shards"]["failed"] == 0 else 1
 

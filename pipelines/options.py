@@ -156,7 +156,8 @@ class ClipOptions(PipelineOptions):
         group.add_argument("--clip_threshold", type=float, default=c.threshold,
                            help="Keep pairs whose cosine similarity is at least this (LAION-5B: 0.28).")
         group.add_argument("--clip_batch_size", type=int, default=c.max_batch_size,
-                           help="RunInference batch size (GPU: 512-1024, see README 'CLIP on GPUs').")
+                           help="RunInference batch size. On a GPU pick it with bench/clip_throughput.py (no GPU "
+                           "figures yet); see README 'CLIP on GPUs'.")
         group.add_argument("--clip_min_batch_size", type=int, default=None,
                            help="Smallest batch Beam forms before a bundle ends (default: --clip_batch_size, i.e. "
                            "fixed batches; lower lets Beam's adaptive batching start small).")
@@ -168,9 +169,10 @@ class ClipOptions(PipelineOptions):
                            "the next chunk overlaps the GPU (default: one pass per batch).")
         group.add_argument("--clip_device", default=c.device, help="auto (cuda when present), cpu, cuda, cuda:N.")
         group.add_argument("--clip_precision", default=c.precision, choices=list(PRECISIONS),
-                           help="fp32 (exact; TF32 off), tf32, fp16 or bf16 (open_clip's mixed low precision), "
-                           "pure_fp16 or pure_bf16 (every weight cast, LayerNorms too); "
-                           "README 'CLIP precision' lists the measured deviations.")
+                           help="fp32 (exact; TF32 off), tf32 (TF32 matmuls on CUDA; fp32 on a CPU), fp16 or bf16 "
+                           "(open_clip's mixed low precision: LayerNorms stay fp32), pure_fp16 or pure_bf16 (every "
+                           "weight cast, LayerNorms too). Cosines are always taken in fp32. README 'CLIP "
+                           "precision' lists the measured deviations and keep/drop flips.")
         group.add_argument("--clip_image_decoder", default=c.image_decoder, choices=list(IMAGE_DECODERS),
                            help="cpu: Pillow on a thread pool, equal to open_clip's preprocess; nvjpeg: JPEGs "
                            "decoded and resized on the GPU (close, not equal; CPU fallback without CUDA).")
@@ -179,12 +181,15 @@ class ClipOptions(PipelineOptions):
         group.add_argument("--clip_full_text_context", action="store_true",
                            help="Encode captions at the model's full context (77 tokens) instead of trimming to "
                            "the batch's longest caption (same scores; trimming is skipped where inexact).")
-        group.add_argument("--clip_channels_last", action="store_true", help="channels-last image tower.")
+        group.add_argument("--clip_channels_last", action="store_true",
+                           help="channels-last image tower (off by default; not yet measured on a GPU: check with "
+                           "bench/clip_throughput.py --channels_last).")
         group.add_argument("--clip_compile", action="store_true",
-                           help="torch.compile both towers (slow first batches; check bench/clip_throughput.py).")
+                           help="torch.compile both towers (slow first batches; off by default; not yet measured on a "
+                           "GPU: check with bench/clip_throughput.py --compile).")
         group.add_argument("--clip_share_model", action="store_true",
                            help="One model per machine in a model process (Beam large_model) instead of one per "
-                           "SDK process.")
+                           "SDK process: one copy in GPU memory; see README 'CLIP on GPUs'.")
         group.add_argument("--clip_tags", default=None,
                            help="Prompt tags scored from the same image features, e.g. 'unsafe;watermark' or "
                            "'name=prompt|prompt~neutral|neutral'; parquet columns tag_{name}. Heuristics.")

@@ -319,9 +319,10 @@ def _unfinished(output: pathlib.Path) -> dict[int, str]:
 def run_cli(args: Sequence[str], env: dict[str, str], log_path: pathlib.Path, timeout: float = RUN_TIMEOUT) -> RunOutcome:
     """``clipcrawl run`` in its own process group; kills the whole group when it is over.
 
-    A SIGKILLed Beam worker leaves the launcher waiting forever (the FnApiRunner does not
-    retry): once the launcher logs the dead worker, it gets a few seconds, then its group is
-    killed. ``env`` is added to a copy of this process's environment minus any fault arming.
+    A SIGKILLed Beam worker used to leave the launcher waiting forever (the FnApiRunner does
+    not retry); the launcher's ``WorkerWatch`` now ends the run itself. Should it ever hang
+    again, once the launcher logs the dead worker it gets a few seconds, then its group is
+    killed and the outcome says so. ``env`` is added to a copy of this process's environment minus any fault arming.
     """
     full_env = {key: value for key, value in os.environ.items() if not key.startswith("CLIPCRAWL_FAULT_")}
     full_env.update(env)

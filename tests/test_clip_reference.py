@@ -121,18 +121,64 @@ def test_micro_batches_and_length_sorted_text_give_the_same_scores(pictures) -> 
     assert [type(score) for score in whole].count(Undecodable) == 2
 
 
-@pytest.mark.parametrize(("precision", "bound"), [("bf16", 0.02), ("fp16", 0.005)])
-def test_reduced_precision_stays_near_fp32(precision, bound) -> None:
-    """Measured on CPU (tiny, 80 pairs): bf16 max 0.0038, fp16 max 0.0004; README 'CLIP precision'."""
-    examples = list(synthetic_images.iter_examples(SEED + 1, count=80))
-    rng = random.Random(SEED)
-    images = [jpeg(example.image, 64) for example in examples]
-    captions = [e.caption if i % 2 else synthetic_images.caption_for(*rng.choice(synthetic_images.all_classes()))
-                for i, e in enumerate(examples)]
+# |similarity - fp32| bounds for the trained tiny CLIP on SHAPE_COUNT stored-size shapes (96-256 px,
+# JPEG q95), half true captions, half a wrong colour. Measured on CPU over 20 seeds x 200 shapes
+# (4000 pairs; README "CLIP precision" has the command):
+#   worst seed      max      p99      mean     flips at 0.28 (all 4000 pairs)
+#   bf16            5.89e-2  9.79e-3  1.14e-3  0
+#   pure_bf16       1.00e-1  1.91e-2  1.83e-3  2
+#   fp16            3.06e-3  1.13e-3  1.02e-4  0
+#   pure_fp16       3.06e-3  1.13e-3  1.03e-4  0
+# The seed used here (the bench's default) gave bf16 3.57e-2 / 5.73e-3 / 9.73e-4, pure_bf16
+# 6.28e-2 / 1.01e-2 / 1.37e-3, fp16 and pure_fp16 2.73e-3 / 5.84e-4 / 9.6e-5, no flips. The
+# maxima are a few "yellow" captions the tiny model is unsure of (fp32 0.57-0.78); the bounds
+# are 1.4-1.9x the worst seed so that another CPU's bf16 kernels do not fail the test.
+SHAPE_COUNT = 200
+SHAPE_SEED = 7  # bench/clip_throughput.py --tiny_deviation's default shapes
+PRECISION_BOUNDS = {  # precision: (max, p99, mean, flips allowed of SHAPE_COUNT)
+    "bf16": (0.08, 0.015, 2e-3, 0),
+    "pure_bf16": (0.15, 0.03, 3e-3, 1),
+    "fp16": (5e-3, 2e-3, 2e-4, 0),
+    "pure_fp16": (5e-3, 2e-3, 2e-4, 0),
+}
+
+
+@pytest.fixture(scope="module")
+def stored_shapes() -> tuple[list[bytes], list[str]]:
+    """The pairs bench/clip_throughput.py's tiny_deviations scores: stored sizes, hard negatives."""
+    images, captions = [], []
+    colours = list(synthetic_images.COLOURS)
+    examples = synthetic_images.iter_examples(SHAPE_SEED, count=SHAPE_COUNT, size_range=(96, 256))
+    for index, example in enumerate(examples):
+        buffer = io.BytesIO()
+        example.image.save(buffer, "JPEG", quality=95)
+        images.append(buffer.getvalue())
+        wrong = [c for c in colours if c != example.colour][index % (len(colours) - 1)]
+        captions.append(example.caption if index % 2 == 0 else synthetic_images.caption_for(example.shape, wrong))
+    return images, captions
+
+
+@pytest.fixture(scope="module")
+def fp32_similarities(stored_shapes) -> np.ndarray:
     tiny = ClipConfig.from_kwargs(model_name=TINY_MODEL_NAME, device="cpu")
-    reference = np.array([s.similarity for s in ClipScorer(tiny).score(images, captions)])
-    reduced = np.array([s.similarity for s in ClipScorer(dataclasses.replace(tiny, precision=precision)).score(
-        images, captions)])
-    deviation = np.abs(reduced - reference)
-    assert 0 < deviation.max() < bound  # not fp32 in disguise, and not far off
-    assert ((reduced >= 0.28) != (reference >= 0.28)).sum() <= 1
+    return np.array([score.similarity for score in ClipScorer(tiny).score(*stored_shapes)])
+
+
+@pytest.mark.parametrize("precision", list(PRECISION_BOUNDS))
+def test_reduced_precision_stays_near_fp32(precision, stored_shapes, fp32_similarities) -> None:
+    """Bounds and flips measured, see PRECISION_BOUNDS; README 'CLIP precision'."""
+    max_bound, p99_bound, mean_bound, flips_allowed = PRECISION_BOUNDS[precision]
+    tiny = ClipConfig.from_kwargs(model_name=TINY_MODEL_NAME, device="cpu", precision=precision)
+    scorer = ClipScorer(tiny)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision.removeprefix("pure_")]
+    # Mixed precision keeps LayerNorms in fp32; pure casts them too.
+    assert scorer.clip.model.ln_final.weight.dtype == (half if precision.startswith("pure_") else torch.float32)
+    assert scorer.clip.model.transformer.resblocks[0].attn.in_proj_weight.dtype == half
+    reduced = np.array([score.similarity for score in scorer.score(*stored_shapes)])
+    deviation = np.abs(reduced - fp32_similarities)
+    kept = fp32_similarities >= 0.28  # the pairs land on both sides: flips are possible
+    assert kept[0::2].all() and kept[1::2].sum() <= SHAPE_COUNT // 20  # true captions kept, wrong colours not
+    assert 0 < deviation.max() < max_bound  # not fp32 in disguise, and not far off
+    assert np.quantile(deviation, 0.99) < p99_bound
+    assert deviation.mean() < mean_bound
+    assert ((reduced >= 0.28) != (fp32_similarities >= 0.28)).sum() <= flips_allowed

@@ -190,6 +190,30 @@ def test_force_takes_done_and_parked_shards_but_never_a_live_lease(ledger) -> No
     assert ledger.claim(me, max_attempts=1, force=True) == [(0, "done"), (1, "parked")]
 
 
+def test_a_taken_over_shard_refuses_the_stale_owner_and_keeps_the_new_lease(ledger) -> None:
+    """A run whose lease lapsed (still alive, heartbeat lost) cannot hold, mark or fail the
+    shard another run now holds, nor clear that run's lease; the new holder can."""
+    ledger.register(["a", "b"])
+    stale, holder = Lease.for_run("stale", 0.2), Lease.for_run("holder", 60)
+    ledger.claim(stale)
+    time.sleep(0.4)
+    assert ledger.claim(holder, limit=1) == [(0, "a")]  # b: lapsed, back to pending, unclaimed
+    before = rows_by_no(ledger)
+
+    assert ledger.hold(0, stale.owner, 60) is False
+    assert ledger.complete(0, ShardCounts(9, 9, 9, 9), owner=stale.owner) is False
+    assert ledger.fail([0, 1], "stale run's error", owner=stale.owner) == 0
+    assert ledger.hold(1, stale.owner, 60) is False  # lapsed and expired: not held either
+    assert rows_by_no(ledger) == before  # the holder's lease, expiry and counts untouched
+
+    assert ledger.hold(0, holder.owner, 600) is True
+    renewed = rows_by_no(ledger)[0]["lease_expires_at"]
+    assert renewed > before[0]["lease_expires_at"] + dt.timedelta(seconds=500)
+    assert ledger.complete(0, ShardCounts(3, 2, 1, 10), owner=holder.owner) is True
+    assert rows_by_no(ledger)[0]["status"] == "done" and rows_by_no(ledger)[0]["pairs_kept"] == 1
+    assert ledger.hold(0, holder.owner, 60) is False  # done: no lease to hold
+
+
 def test_release_returns_shards_without_counting_the_attempt(ledger) -> None:
     ledger.register(["a", "b"])
     lease = Lease.for_run("me", 60)

@@ -1,17 +1,22 @@
 """Whole runs against the ledger: volunteers with ``--claim`` on PostgreSQL, leases skipped,
-a SIGKILLed run's shards reclaimed after its lease lapses, two runs started at once.
+a SIGKILLed run's shards reclaimed after its lease lapses, a SIGKILLed Beam worker ending
+its run instead of hanging it, two runs started at once (SQLite and PostgreSQL), and a
+heartbeat keeping a run's shards past their first expiry while another run tries to claim.
 
 The real pipeline (FnApiRunner, tiny CLIP, loopback image server) on the demo's inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
 
+import pyarrow.parquet as pq
 import pytest
 
 from clipcrawl.io import faults
@@ -113,14 +118,121 @@ def test_a_killed_run_leaves_leases_that_the_next_run_takes_after_they_lapse(inp
     assert [(row["status"], row["attempts"], row["nickname"]) for row in rows] == [("done", 2, "rescuer")] * 3
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'dataset' / 'clipcrawl.sqlite'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "clipcrawl", "run", *args]
+
+
+@contextlib.contextmanager
+def started(command: list[str], env: dict[str, str] | None = None):
+    """A run in its own process group; whatever is left of the group is killed at the end."""
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if process.returncode is None:
+            process.communicate()
+
+
 @pytest.mark.slow
-def test_two_plain_runs_started_at_once_split_the_shards(inputs_glob, tmp_path) -> None:
+def test_two_plain_runs_started_at_once_split_the_shards(inputs_glob, ledger_url, tmp_path) -> None:
     output = str(tmp_path / "dataset")
-    args = [sys.executable, "-m", "clipcrawl", "run", f"--input={inputs_glob}", f"--output={output}", *COMMON]
-    runs = [subprocess.Popen([*args, f"--nickname=run{i}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = cli(f"--input={inputs_glob}", f"--output={output}", f"--coordinator={ledger_url}", *COMMON)
+    traces = [tmp_path / f"run{i}.trace" for i in range(2)]  # the kill points each run passed
+    runs = [subprocess.Popen([*args, f"--nickname=run{i}"], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env={**os.environ, faults.ENV_TRACE: str(traces[i])})
             for i in range(2)]
+    processed = []
     for run in runs:
-        _, err = run.communicate(timeout=300)
+        out, err = run.communicate(timeout=300)
         assert run.returncode == 0, err.decode()[-2000:]
-    rows = ledger_rows(f"sqlite:///{output}/clipcrawl.sqlite")
-    assert [(row["status"], row["attempts"]) for row in rows] == [("done", 1)] * 3  # each shard processed once
+        processed += [int(line.split()[2]) for line in out.decode().splitlines() if line.startswith("this run:")]
+    rows = ledger_rows(ledger_url)
+    assert [(row["status"], row["attempts"]) for row in rows] == [("done", 1)] * 3  # each shard claimed once
+    commits = [trace.read_text().split().count("writer.after_commit") if trace.exists() else 0 for trace in traces]
+    assert commits == processed and sum(commits) == 3  # each shard's files written by one run, once
+    assert {row["nickname"] for row in rows} <= {"run0", "run1"}
+    for row in rows:
+        keys = pq.read_table(os.path.join(output, f"{row['shard_no']:06d}.parquet")).column("key").to_pylist()
+        assert len(keys) == len(set(keys)) == row["pairs_extracted"]
+
+
+@pytest.mark.slow
+def test_a_sigkilled_beam_worker_ends_its_run_and_frees_its_shards(inputs_glob, tmp_path) -> None:
+    """A worker process killed (as by the OOM killer) used to hang the run forever while its
+    heartbeat kept the shards leased. Now the run fails them at once and exits non-zero."""
+    output = str(tmp_path / "dataset")
+    url = f"sqlite:///{output}/clipcrawl.sqlite"
+    args = cli(f"--input={inputs_glob}", f"--output={output}", "--nickname=oom", "--lease_seconds=600",
+               *[arg for arg in COMMON if not arg.startswith("--direct_")],
+               "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    env = {**os.environ, faults.ENV_POINT: "extract.record"}  # fires in the worker reading the first record
+    with started(args, env) as run:
+        _, err = run.communicate(timeout=180)  # the bound; before the fix it never exited
+        with pytest.raises(ProcessLookupError):  # the launcher left no worker process behind
+            os.killpg(run.pid, 0)
+    log = err.decode()
+    assert run.returncode == 1, log[-3000:]
+    assert "a Beam worker process died (signal 9, SIGKILL" in log
+    rows = ledger_rows(url)
+    unfinished = [row["shard_no"] for row in rows if row["status"] != "done"]
+    assert unfinished and all(row["status"] == "failed" and row["attempts"] == 1 and "signal 9" in row["error"]
+                              for row in rows if row["shard_no"] in unfinished)
+    assert all(row["lease_owner"] is None for row in rows)
+    coordinator = Coordinator(url)
+    try:  # claimable now, not after the 600 s lease
+        assert [no for no, _ in coordinator.claim(Lease.for_run("next", 60))] == unfinished
+    finally:
+        coordinator.close()
+
+
+@pytest.mark.slow
+def test_the_heartbeat_keeps_a_run_s_shards_past_their_first_expiry(inputs_glob, tmp_path) -> None:
+    output = str(tmp_path / "dataset")
+    url = f"sqlite:///{output}/clipcrawl.sqlite"
+    lease_seconds = 3.0
+    slow = ["--per_host_rate=3"]  # one loopback host: about 10 s of downloads, several leases long
+    args = cli(f"--input={inputs_glob}", f"--output={output}", "--nickname=steady",
+               f"--lease_seconds={lease_seconds:g}", *COMMON, *slow)
+    eager = Lease.for_run("eager", 60)
+    claims, first_expiry, last_expiry, outlived = [], None, None, 0.0
+    with started(args) as run:
+        coordinator = Coordinator(url) if _wait_for(lambda: os.path.exists(f"{output}/clipcrawl.sqlite")) else None
+        assert coordinator is not None
+        try:
+            while run.poll() is None:
+                running = [row for row in coordinator.shards() if row["status"] == "running"]
+                if running:
+                    expiry = min(row["lease_expires_at"] for row in running)
+                    first_expiry = first_expiry or expiry
+                    last_expiry = expiry
+                    outlived = max(outlived, time.time() - first_expiry.timestamp())
+                    claims.append(coordinator.claim(eager))
+                time.sleep(0.25)
+        finally:
+            coordinator.close()
+        _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err.decode()[-2000:]
+    assert outlived > lease_seconds  # still running a whole lease after the first expiry...
+    assert last_expiry > first_expiry  # ...because the heartbeat pushed it forward
+    assert len(claims) > 10 and all(claim == [] for claim in claims)  # and the other run got nothing
+    rows = ledger_rows(url)
+    assert [(row["status"], row["attempts"], row["nickname"]) for row in rows] == [("done", 1, "steady")] * 3
+
+
+def _wait_for(condition, seconds: float = 120.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

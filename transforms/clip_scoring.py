@@ -50,7 +50,8 @@ class ClipConfig:
     # threads decode chunk k+1 while the GPU runs chunk k; text goes in length-sorted chunks.
     micro_batch_size: int | None = None
     device: str = "auto"
-    precision: str = "fp32"  # fp32 (exact), tf32, fp16, bf16
+    # fp32 (exact), tf32, fp16/bf16 (mixed: LayerNorms fp32), pure_fp16/pure_bf16 (all cast); README "CLIP precision".
+    precision: str = "fp32"
     image_decoder: str = "cpu"  # cpu: Pillow on threads, exact; nvjpeg: torchvision on the GPU, close
     preprocess_threads: int = 0  # 0: min(8, cores)
     trim_text: bool = True  # encode text only up to the batch's longest caption where exact

@@ -41,6 +41,7 @@ BAD_RECORDS = "bad_records"  # read: unparseable JSON in a metadata record (as d
 NON_HTTP_LINKS = "non_http_links"  # extract: data:, javascript:, ... image links (not candidates)
 SAMPLES_WRITTEN = "samples_written"  # write: kept samples committed to tars
 ROWS_WRITTEN = "rows_written"  # write: parquet rows committed (every candidate of a done shard)
+LEASE_LOST = "lease_lost"  # write (as dropped_lease_lost): the shard's lease was taken over before it was marked
 
 STAGES = (READ, EXTRACT, FILTER, DEDUP, DOWNLOAD, SCORE, WRITE)
 
