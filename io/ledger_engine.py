@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -46,12 +48,27 @@ def mask_secrets(text: str, url: str) -> str:
     return text
 
 
+_SQLITE_BUSY_SECONDS = 30.0
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    """WAL and a busy timeout; the driver's own BEGIN is switched off for ``_sqlite_begin``."""
+    """A busy timeout, then WAL; the driver's own BEGIN is switched off for ``_sqlite_begin``.
+
+    WAL is a property of the file: only the first connection to a new ledger switches it,
+    and that switch needs a lock SQLite does not wait for (two processes opening a new
+    ledger at once got "database is locked"), so it is retried until the busy timeout.
+    """
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_SECONDS * 1000)}")
+    deadline = time.monotonic() + _SQLITE_BUSY_SECONDS
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     cursor.close()
 
 

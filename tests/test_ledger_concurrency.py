@@ -81,3 +81,32 @@ def test_processes_claiming_at_once_never_share_a_shard(ledger_url) -> None:
     assert [row["attempts"] for row in rows] == [2] * (SHARDS // 3) + [1] * (SHARDS - SHARDS // 3)
     owner = {row["shard_no"]: row["nickname"] for row in rows}
     assert all(owner[no] == nickname for nickname, shard_nos in taken.items() for no in shard_nos)
+
+
+def test_a_new_sqlite_ledger_opens_while_another_process_holds_its_write_lock(tmp_path) -> None:
+    """Switching a new file to WAL needs a lock: it waits for the busy timeout (30 s), not the
+    driver's default 5 s. Two runs starting at once on a new ledger met exactly this in CI."""
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE held (x)")  # a rollback-journal file, not yet WAL
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO held VALUES (1)")
+    context = multiprocessing.get_context("spawn")
+    opened = context.Queue()
+    process = context.Process(target=_open_and_register, args=(f"sqlite:///{path}", opened))
+    process.start()
+    time.sleep(6.5)  # past the 5 s the driver alone would have waited
+    holder.execute("COMMIT")
+    holder.close()
+    process.join(60)
+    assert process.exitcode == 0 and opened.get(timeout=5) == "ok"
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _open_and_register(url: str, opened: multiprocessing.Queue) -> None:
+    coordinator = Coordinator(url)
+    coordinator.register(["/data/a.warc.wat.gz"])
+    coordinator.close()
+    opened.put("ok")
