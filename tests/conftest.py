@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import ipaddress
+import os
 import pathlib
 import socket
 from collections.abc import Iterator
@@ -109,6 +112,18 @@ PAIRS_2014 = [
 ]
 
 
+def download_batches(config, *batches: list) -> list:
+    """The download DoFn for ``config``, set up, fed ``batches`` as one bundle, torn down."""
+    from clipcrawl.transforms.download import _DownloadBatchFn
+
+    fn = _DownloadBatchFn(config)
+    fn.setup()
+    try:
+        return run_download_fn(fn, *batches)
+    finally:
+        fn.teardown()
+
+
 def run_download_fn(fn, *batches: list) -> list:
     """Feeds batches to a set-up download DoFn as one bundle; the samples, in key order."""
     from apache_beam.transforms.window import GlobalWindow
@@ -120,3 +135,12 @@ def run_download_fn(fn, *batches: list) -> list:
         handed_on += list(fn.process(batch, Timestamp(0), GlobalWindow()))
     handed_on += list(fn.finish_bundle())
     return sorted((windowed.value for windowed in handed_on), key=lambda sample: sample.key)
+
+
+def output_fingerprint(output: str) -> dict[str, tuple[float, str]]:
+    """mtime and content hash of every dataset file (not the ledger)."""
+    fingerprint = {}
+    for path in sorted(glob.glob(os.path.join(output, "0*"))):
+        with open(path, "rb") as handle:
+            fingerprint[os.path.basename(path)] = (os.stat(path).st_mtime_ns, hashlib.sha256(handle.read()).hexdigest())
+    return fingerprint

@@ -25,7 +25,6 @@ from clipcrawl.transforms.download import (
     DownloadImages,
     Fetcher,
     FetchError,
-    _DownloadBatchFn,
     download_sample,
     interleave_by_host,
     status_for,
@@ -34,7 +33,7 @@ from clipcrawl.transforms.politeness import HostBusyError, robots_tag_opt_out
 from clipcrawl.transforms.image_processing import ImageError
 from clipcrawl.transforms.sample import Sample
 from clipcrawl.transforms.status import Status
-from tests.conftest import run_download_fn
+from tests.conftest import download_batches
 
 # Loopback tests must opt in to private addresses; small timeouts keep failures fast; no
 # per-host rate limit so the suite stays quick (the limits have tests of their own).
@@ -353,12 +352,7 @@ def test_config_validation(overrides: dict[str, object], field: str) -> None:
 def test_batch_fn_downloads_concurrently_and_in_order(server: ImageServer) -> None:
     server.add("/slow.jpg", Route(body=IMAGE, delay_seconds=0.3))
     batch = [sample(server.url("/slow.jpg"), key=f"{i:013d}") for i in range(4)]
-    fn = _DownloadBatchFn(LOCAL)
-    fn.setup()
-    try:
-        results = run_download_fn(fn, batch)
-    finally:
-        fn.teardown()
+    results = download_batches(LOCAL, batch)
     assert [r.key for r in results] == [s.key for s in batch]
     assert all(r.status == Status.PENDING for r in results)
     assert server.max_in_flight > 1
@@ -400,12 +394,7 @@ def test_download_images_in_a_pipeline(server: ImageServer) -> None:
 def test_a_sample_that_already_has_its_image_passes_through_unfetched(server: ImageServer) -> None:
     """Re-scoring existing tars: the image is there, the sample is pending, nothing is fetched."""
     carried = sample(server.url("/img.jpg"), image=b"stored bytes", image_format="jpg", width=8, height=8)
-    fn = _DownloadBatchFn(LOCAL)
-    fn.setup()
-    try:
-        results = run_download_fn(fn, [carried])
-    finally:
-        fn.teardown()
+    results = download_batches(LOCAL, [carried])
     assert results == [carried]
     assert server.requested == []
 

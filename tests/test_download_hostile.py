@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipcrawl.transforms.download import DownloadConfig, Fetcher, _DownloadBatchFn, download_sample
+from clipcrawl.transforms.download import DownloadConfig, Fetcher, download_sample
 from clipcrawl.transforms.sample import Sample
 from clipcrawl.transforms.status import Status
-from tests.conftest import run_download_fn
+from tests.conftest import download_batches
 from tests import hostile_server as hs
 
 
@@ -239,12 +239,7 @@ def test_rate_limit_answers_end_as_a_status(server: hs.HostileServer, path: str,
 
 def test_a_batch_of_every_case_finishes_with_one_row_each(server: hs.HostileServer) -> None:
     batch = [sample(server.url(path), key) for key, (path, _, _) in enumerate(CASES) ]
-    fn = _DownloadBatchFn(hostile_config(server, threads=16, per_host_connections=0))
-    fn.setup()
-    try:
-        results = run_download_fn(fn, batch)
-    finally:
-        fn.teardown()
+    results = download_batches(hostile_config(server, threads=16, per_host_connections=0), batch)
     expected = {server.url(path): status for path, status, _ in CASES}
     assert [(r.key, r.status) for r in results] == [(s.key, expected[s.url]) for s in batch]
 

@@ -14,7 +14,7 @@ from clipcrawl.transforms.origin_cache import OriginCache
 from clipcrawl.transforms.politeness import HostBusyError, HostGate, retry_after_seconds, tdm_reserved
 from clipcrawl.transforms.robots import RobotsFetch, robots_url_for, rules_from_fetch
 from clipcrawl.transforms.status import Status
-from tests.conftest import run_download_fn
+from tests.conftest import download_batches
 from tests import hostile_server as hs
 from tests.test_download_hostile import JPEG, hostile_config, sample
 
@@ -215,13 +215,9 @@ def test_per_host_connection_limit_holds_at_the_server(limit: int) -> None:
     with hs.HostileServer({"/slow.jpg": slow_image}) as server:
         batch = [sample(server.url(f"/slow.jpg?{n}"), n) for n in range(8)]
         # Generous timeouts: only the limit is under test, and a loaded CI machine is slow.
-        fn = _DownloadBatchFn(hostile_config(server, threads=8, per_host_connections=limit, total_timeout=30.0,
-                                             read_timeout=10.0, connect_timeout=10.0))
-        fn.setup()
-        try:
-            results = run_download_fn(fn, batch)
-        finally:
-            fn.teardown()
+        config = hostile_config(server, threads=8, per_host_connections=limit, total_timeout=30.0,
+                                read_timeout=10.0, connect_timeout=10.0)
+        results = download_batches(config, batch)
         assert [r.status for r in results] == [Status.PENDING] * 8
         assert 1 <= server.max_concurrent[server.authority] <= limit
         assert len(server.paths()) == 10  # robots.txt and tdmrep.json once, then every image

@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from clipcrawl.io.shard_stats import error_kind
 from clipcrawl.pipelines.options import resolve_config
-from clipcrawl.transforms.download import _DownloadBatchFn, download_sample
+from clipcrawl.transforms.download import download_sample
 from clipcrawl.transforms.fetch import Fetcher
 from clipcrawl.transforms.robots import RobotsFetch
 from clipcrawl.transforms.status import Status
@@ -25,7 +25,7 @@ from clipcrawl.transforms.tdmrep import (
     tdmrep_url_for,
 )
 from tests import hostile_server as hs
-from tests.conftest import run_download_fn
+from tests.conftest import download_batches
 from tests.test_download_hostile import JPEG, hostile_config, sample
 from tests.test_download_politeness import FakeClock
 
@@ -139,12 +139,7 @@ def test_fetched_once_per_origin_by_many_threads() -> None:
                      [(first, "/ok.jpg"), (first, "/no/a.jpg"), (second, "/ok.jpg"), (second, "/no/a.jpg")])]
         config = hostile_config(first, allowed_hosts=(first.authority, second.authority), threads=8,
                                 per_host_connections=0)
-        fn = _DownloadBatchFn(config)
-        fn.setup()
-        try:
-            results = run_download_fn(fn, batch)
-        finally:
-            fn.teardown()
+        results = download_batches(config, batch)
     assert sorted(r.status for r in results) == sorted([Status.PENDING] * 12 + [Status.DISALLOWED_TDM] * 12)
     assert all((r.status == Status.DISALLOWED_TDM) == ("/no/" in r.url) for r in results)
     assert first.paths().count(TDMREP) == 1 and second.paths().count(TDMREP) == 1

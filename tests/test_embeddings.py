@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import io
 import os
 import shutil
@@ -32,6 +31,7 @@ from clipcrawl.pipelines.image_server import ImageServer
 from clipcrawl.transforms.clip_model import TINY_MODEL_NAME
 from clipcrawl.transforms.sample import Sample, sample_key
 from clipcrawl.transforms.status import Status
+from tests.conftest import output_fingerprint
 
 DIM = 64  # the tiny model's embed_dim
 SHARDS = (0, 1, 2)  # demo: two shards with pictures, shard 2 has no image at all
@@ -67,14 +67,6 @@ def tar_members(output: str, shard: int) -> dict[str, dict[str, bytes]]:
                 key, _, extension = member.name.partition(".")
                 members.setdefault(key, {})[extension] = tar.extractfile(member).read()
     return members
-
-
-def file_digests(output: str) -> dict[str, tuple[int, str]]:
-    digests = {}
-    for path in sorted(glob.glob(os.path.join(output, "0*"))):
-        with open(path, "rb") as handle:
-            digests[os.path.basename(path)] = (os.stat(path).st_mtime_ns, hashlib.sha256(handle.read()).hexdigest())
-    return digests
 
 
 def check_aligned(output: str) -> int:
@@ -187,9 +179,9 @@ def test_shard_without_kept_rows_has_no_files(saved) -> None:
 def test_rerun_without_force_leaves_files_untouched(demo_input, saved, tmp_path) -> None:
     output = str(tmp_path / "dataset")
     shutil.copytree(saved, output)
-    before = file_digests(output)
+    before = output_fingerprint(output)
     run_pipeline(demo_input, output, "--save_embeddings")
-    assert file_digests(output) == before
+    assert output_fingerprint(output) == before
     assert check_aligned(output) == 16
 
 

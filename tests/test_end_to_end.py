@@ -7,7 +7,6 @@ written to match their picture. Run in one process and with two worker processes
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 
@@ -19,6 +18,7 @@ from clipcrawl.io.coordinator import Coordinator
 from clipcrawl.pipelines import build_dataset
 from clipcrawl.pipelines.demo import DemoInputs, make_demo_inputs
 from clipcrawl.pipelines.image_server import ImageServer
+from tests.conftest import output_fingerprint
 
 RUNNERS = {
     "in_process": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
@@ -45,15 +45,6 @@ def read_parquet_rows(output: str) -> list[dict]:
     for path in sorted(glob.glob(os.path.join(output, "*.parquet"))):
         rows += pq.read_table(path).to_pylist()
     return rows
-
-
-def output_fingerprint(output: str) -> dict[str, tuple[float, str]]:
-    """mtime and content hash of every dataset file (not the ledger)."""
-    fingerprint = {}
-    for path in sorted(glob.glob(os.path.join(output, "0*"))):
-        with open(path, "rb") as handle:
-            fingerprint[os.path.basename(path)] = (os.stat(path).st_mtime_ns, hashlib.sha256(handle.read()).hexdigest())
-    return fingerprint
 
 
 @pytest.fixture(scope="module")
